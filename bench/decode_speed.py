@@ -1,0 +1,115 @@
+"""Decoding speed on the shipped default model, beside the seed's own batched forward pass.
+
+- Batched greedy decoding of 4,096 prefixes (start digits, and full sequences as in the seed's copy task)
+  against the seed reference's `model(X, Y, teacher_forcing_ratio=0.0)` on 4,096 sequences, same weights
+  shape, same torch thread count, same process.
+- Exact top-5 for one start digit (10,000 continuations scored).
+
+  python bench/decode_speed.py [--threads 2] [--repeats 50]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+
+import torch
+
+from common import REFERENCE, ROOT, median, write
+
+sys.path.insert(0, str(ROOT))
+from model import checkpoint, decoding  # noqa: E402
+
+N = 4096
+
+
+def load_reference():
+    spec = importlib.util.spec_from_file_location("seed_reference", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.device = torch.device("cpu")
+    return module
+
+
+def seconds(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ref = load_reference()
+    model = checkpoint.load(ROOT / "weights" / "default.pt").model
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randint(1, 10, (N, 5), generator=gen)
+    report = {"threads": args.threads, "batch": N}
+    ok = True
+    for attention in (False, True):
+        torch.manual_seed(0)
+        if attention:
+            enc = ref.Encoder(10, 16, 32, return_outputs=True)
+            seed_model = ref.Seq2Seq(enc, ref.AttnDecoder(10, 16, 32, ref.Attention(32)), True).eval()
+        else:
+            seed_model = ref.Seq2Seq(ref.Encoder(10, 16, 32), ref.Decoder(10, 16, 32), False).eval()
+        ours = model if attention else decoding_model(attention=False)
+
+        def seed_forward():
+            with torch.inference_mode():
+                seed_model(X, X, teacher_forcing_ratio=0.0).argmax(2)
+
+        starts = X[:, :1].contiguous()
+        ones = torch.ones(N, dtype=torch.long)
+
+        def ours_start():
+            decoding.greedy_tensor(ours, starts, None, ones)
+
+        def ours_copy():
+            decoding.greedy_tensor(ours, X, None, ones)
+
+        prefixes = X[:, :1].tolist()
+
+        def ours_api():
+            decoding.greedy(ours, prefixes)
+
+        name = "attention" if attention else "plain"
+        t_seed, t_start, t_copy, t_api = (seconds(f, args.repeats) for f in (seed_forward, ours_start, ours_copy, ours_api))
+        row = {"seed_forward_seq_per_s": N / t_seed, "ours_start_digit_seq_per_s": N / t_start,
+               "ours_copy_seq_per_s": N / t_copy, "ours_python_api_seq_per_s": N / t_api}
+        row["ratio_copy_vs_seed"] = round(row["ours_copy_seq_per_s"] / row["seed_forward_seq_per_s"], 2)
+        row["ratio_start_vs_seed"] = round(row["ours_start_digit_seq_per_s"] / row["seed_forward_seq_per_s"], 2)
+        ok &= row["ratio_copy_vs_seed"] >= 1.0 and row["ratio_start_vs_seed"] >= 1.0
+        report[f"greedy_{name}"] = row
+        print(f"greedy {name:9s} seed forward {row['seed_forward_seq_per_s']:,.0f} seq/s | ours: start digit "
+              f"{row['ours_start_digit_seq_per_s']:,.0f} ({row['ratio_start_vs_seed']}x), copy "
+              f"{row['ours_copy_seq_per_s']:,.0f} ({row['ratio_copy_vs_seed']}x), via greedy() with lists "
+              f"{row['ours_python_api_seq_per_s']:,.0f}", flush=True)
+    for digit in (7,):
+        t = seconds(lambda: decoding.topk(model, [[digit]], 5), args.repeats * 4)
+        report["exact_top5_one_start_digit_ms"] = round(t * 1e3, 3)
+        ok &= t < 0.020
+        print(f"exact top-5 for start digit {digit} (10,000 continuations): median {t * 1e3:.2f} ms (target < 20 ms)")
+    print("written to", write(f"decode_speed_threads{args.threads}", report))
+    return 0 if ok else 1
+
+
+def decoding_model(attention: bool):
+    """A plain (no attention) model of the default shape; speed does not depend on the weights' values."""
+    from model.config import ModelConfig
+    from model.network import Seq2Seq
+    torch.manual_seed(0)
+    return Seq2Seq(ModelConfig(attention=attention)).eval()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

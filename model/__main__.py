@@ -1,0 +1,128 @@
+"""Command line: train a model, or decode with one.
+
+  python -m model train --data random --attention --target-accuracy 0.999 --out weights/copy.pt
+  python -m model train --data corpus.json --steps 3000 --out my.pt
+  python -m model train --job job.json --out my.pt          (the service's POST /jobs body, offline)
+  python -m model decode --checkpoint weights/default.pt --prefix 7 --k 3
+
+`train` prints progress (a bar on a terminal, a line per tenth otherwise) on stderr; its last line of
+stdout is one JSON object with steps, train_seconds, total_seconds, seq_acc or top1_agreement, and more.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, decoding
+from .config import ModelConfig, TrainConfig
+from .data import DataError
+from .jobspec import parse_job
+from .training import Dataset, Progress, resolve_device, train
+
+
+def _load_corpus(path: str) -> list[list[int]]:
+    data = json.loads(Path(path).read_text())
+    return data["sequences"] if isinstance(data, dict) else data
+
+
+def _progress_printer():
+    tty = sys.stderr.isatty()
+    last_tenth = [-1]
+
+    def show(p: Progress) -> None:
+        acc = "-" if p.accuracy is None else f"{p.accuracy:.4f}"
+        line = f"step {p.step}/{p.total_steps} loss {p.loss:.4f} acc {acc} eta {p.eta_seconds:.1f}s"
+        if tty:
+            filled = int(30 * p.step / p.total_steps)
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {line}", end="", file=sys.stderr, flush=True)
+        elif p.step * 10 // p.total_steps > last_tenth[0]:
+            last_tenth[0] = p.step * 10 // p.total_steps
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.job:
+        spec = parse_job(json.loads(Path(args.job).read_text()))
+        model_config, train_config, dataset = spec.model, spec.training, spec.dataset()
+    else:
+        model_config = ModelConfig(vocab_size=args.vocab_size, seq_length=args.seq_length,
+                                   embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim,
+                                   attention=args.attention)
+        train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                                   teacher_forcing_ratio=args.teacher_forcing, seed=args.seed,
+                                   target_accuracy=args.target_accuracy, eval_every=args.eval_every,
+                                   prefix_lengths=tuple(args.prefix_lengths) if args.prefix_lengths else None)
+        sequences = None if args.data == "random" else _load_corpus(args.data)
+        dataset = Dataset(model_config, sequences)
+    if args.target_accuracy is not None and args.job:
+        train_config = TrainConfig.from_dict({**train_config.to_dict(), "target_accuracy": args.target_accuracy})
+    torch.set_num_threads(args.threads)
+    result = train(model_config, train_config, dataset, device=args.device, on_progress=_progress_printer())
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.out:
+        checkpoint.save(args.out, result.model, result.metrics, train_config.to_dict(), result.data,
+                        result.history, name=args.name)
+    summary = {"attention": model_config.attention, "status": result.status, **result.metrics}
+    if args.out:
+        summary["out"] = args.out
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    ckpt = checkpoint.load(args.checkpoint, resolve_device(args.device))
+    prefix = [int(t) for t in args.prefix.split(",")]
+    best = decoding.greedy(ckpt.model, [prefix])[0]
+    top = decoding.topk(ckpt.model, [prefix], args.k)[0]
+    print(json.dumps({"prefix": prefix, "sequence": best.sequence, "score": best.score,
+                      "topk": [{"sequence": c.sequence, "score": c.score} for c in top]}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model and save a checkpoint")
+    t.add_argument("--data", default="random", help='"random" (the seed\'s generator) or a JSON corpus file')
+    t.add_argument("--job", help="a POST /jobs body as a JSON file (overrides the model and training flags)")
+    t.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True)
+    t.add_argument("--vocab-size", type=int, default=10)
+    t.add_argument("--seq-length", type=int, default=5)
+    t.add_argument("--embedding-dim", type=int, default=16)
+    t.add_argument("--hidden-dim", type=int, default=32)
+    t.add_argument("--steps", type=int, default=2000, help="optimizer steps (the seed's epochs); the most when a target is set")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.005)
+    t.add_argument("--teacher-forcing", type=float, default=0.5, help="probability of feeding the true token")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--target-accuracy", type=float, default=None, help="stop once the held-out metric reaches this")
+    t.add_argument("--eval-every", type=int, default=100, help="steps between evaluations when a target is set")
+    t.add_argument("--prefix-lengths", type=int, nargs="+", help="prefix lengths to train on (default: 1..L for a corpus, L for random)")
+    t.add_argument("--threads", type=int, default=1, help="torch threads (small models train fastest on one)")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--name", help="a label stored in the checkpoint")
+    t.add_argument("--out", help="checkpoint file to write")
+    t.set_defaults(func=cmd_train)
+    d = sub.add_parser("decode", help="greedy and top-k continuations of a prefix")
+    d.add_argument("--checkpoint", required=True)
+    d.add_argument("--prefix", required=True, help="comma-separated tokens, e.g. 7 or 7,2")
+    d.add_argument("--k", type=int, default=3)
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=cmd_decode)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ValueError, checkpoint.CheckpointError, decoding.PrefixError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

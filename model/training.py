@@ -1,0 +1,172 @@
+"""The trainer: reproducible, reports progress through a callback, stops at a target, cancels cooperatively.
+
+Same configs, seed and device give the same weights: the initial weights, the data stream and the
+teacher-forcing choices each draw from their own generator seeded from the config.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig, TrainConfig
+from .data import DataError, corpus_hash, make_batch, random_sequences, validate_sequences
+from .evaluation import EvalSet, copy_task_set, corpus_set, evaluate
+from .network import Seq2Seq
+
+SCREEN_SIZE = 1_000  # held-out items checked before the full set, so evaluations stay cheap while far from target
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total_steps: int
+    loss: float
+    accuracy: float | None  # latest evaluation, None before the first
+    elapsed_seconds: float
+    eta_seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: Seq2Seq
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    status: str = "completed"  # completed | target_reached | cancelled
+    data: dict = field(default_factory=dict)  # a description of the data, stored in the checkpoint
+
+
+class Dataset:
+    """Training sequences: a fixed corpus sampled with replacement, or the seed's fresh random digits."""
+
+    def __init__(self, config: ModelConfig, sequences: list[list[int]] | None = None):
+        self.config = config
+        self.sequences = sequences
+        self.table = validate_sequences(sequences, config) if sequences is not None else None
+
+    @property
+    def is_random(self) -> bool:
+        return self.table is None
+
+    def default_prefix_lengths(self) -> tuple[int, ...]:
+        L = self.config.seq_length
+        return (L,) if self.is_random else tuple(range(1, L + 1))
+
+    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        if self.table is None:
+            return random_sequences(n, self.config, gen)
+        return self.table[torch.randint(self.table.size(0), (n,), generator=gen)]
+
+    def eval_set(self, train: TrainConfig, prefix_lengths: tuple[int, ...]) -> EvalSet:
+        if self.sequences is None:
+            return copy_task_set(self.config, train.eval_size, train.seed)
+        return corpus_set(self.config, self.sequences, prefix_lengths)
+
+    def describe(self) -> dict:
+        if self.sequences is None:
+            return {"kind": "random", "generator": "seed: digits 1..vocab-1, fresh every step"}
+        return {"kind": "corpus", "sequences": len(self.sequences), "sha256": corpus_hash(self.sequences)}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def build_model(config: ModelConfig, seed: int, device: torch.device) -> Seq2Seq:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Seq2Seq(config)
+    return model.to(device)
+
+
+def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset, device: str = "auto",
+          on_progress: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
+          progress_every: int | None = None) -> TrainResult:
+    dev = resolve_device(device)
+    L = model_config.seq_length
+    prefix_lengths = train_config.prefix_lengths or dataset.default_prefix_lengths()
+    if max(prefix_lengths) > L:
+        raise DataError(f"prefix_lengths {list(prefix_lengths)} exceed the sequence length {L}")
+    model = build_model(model_config, train_config.seed, dev)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
+    started = time.perf_counter()  # after setup, as the seed's reference times it (the first optimizer imports a lot)
+    data_gen = torch.Generator().manual_seed(train_config.seed)
+    forcing_rng = random.Random(train_config.seed)
+    ratio = train_config.teacher_forcing_ratio
+    eval_set = dataset.eval_set(train_config, prefix_lengths)
+    screen = eval_set.head(SCREEN_SIZE)
+    target = train_config.target_accuracy
+    total = train_config.steps
+    every = progress_every or max(1, total // 200)
+    history: list[dict] = []
+    accuracy: float | None = None
+    status = "completed"
+    train_seconds = 0.0
+    loss_value = float("nan")
+    step = 0
+
+    def report(step: int, loss: float) -> None:
+        if on_progress is None:
+            return
+        elapsed = time.perf_counter() - started
+        on_progress(Progress(step, total, loss, accuracy, elapsed, elapsed / step * (total - step)))
+
+    for step in range(1, total + 1):
+        if should_stop is not None and should_stop():
+            status = "cancelled"
+            step -= 1
+            break
+        t0 = time.perf_counter()
+        batch = make_batch(dataset.sample(train_config.batch_size, data_gen), prefix_lengths, data_gen)
+        forcing = [forcing_rng.random() < ratio for _ in range(L - 2)]
+        logits = model(batch.src.to(dev), batch.trg.to(dev), batch.lengths, forcing)
+        loss = F.cross_entropy(logits.reshape(-1, model_config.vocab_size), batch.trg[:, 1:].reshape(-1).to(dev))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        train_seconds += time.perf_counter() - t0
+        if target is not None and step % train_config.eval_every == 0:
+            loss_value = loss.item()
+            accuracy = evaluate(model, screen)
+            if accuracy >= target and screen is not eval_set:
+                accuracy = evaluate(model, eval_set)
+            history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
+            report(step, loss_value)
+            if accuracy >= target:
+                status = "target_reached"
+                break
+        elif step % every == 0 or step == total:
+            loss_value = loss.item()
+            history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
+            report(step, loss_value)
+
+    model.eval()
+    if status != "target_reached" or accuracy is None:
+        accuracy = evaluate(model, eval_set)
+    if step > 0:
+        loss_value = loss.item()
+    metrics = {
+        "accuracy": accuracy,
+        eval_set.kind: accuracy,
+        "eval_size": len(eval_set),
+        "loss": loss_value,
+        "steps": step,
+        "train_seconds": round(train_seconds, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "device": str(dev),
+    }
+    if not history or history[-1]["step"] != step:
+        history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
+    else:
+        history[-1]["accuracy"] = accuracy
+    report(max(step, 1), loss_value)
+    return TrainResult(model, metrics, history, status, dataset.describe())

@@ -1,0 +1,41 @@
+"""The CLI contract the benchmarks rely on: the last line of `train` is one JSON object."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "model", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_train_on_random_data_writes_a_checkpoint_and_ends_with_json(tmp_path):
+    out = tmp_path / "copy.pt"
+    proc = run("train", "--data", "random", "--no-attention", "--steps", "20", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 20 and summary["eval_size"] == 10_000
+    assert {"train_seconds", "total_seconds", "seq_acc"} <= set(summary)
+    decoded = run("decode", "--checkpoint", str(out), "--prefix", "7,2", "--k", "2")
+    answer = json.loads(decoded.stdout)
+    assert answer["sequence"][:2] == [7, 2] and len(answer["topk"]) == 2
+
+
+def test_train_from_a_job_body_and_from_a_corpus_file(tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"dataset": {"sequences": [[1, 2, 3, 4, 5]] * 3},
+                               "model": {"attention": False, "hidden_dim": 8}, "training": {"steps": 5}}))
+    proc = run("train", "--job", str(job))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 5 and "top1_agreement" in summary and summary["attention"] is False
+
+
+def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path):
+    corpus = tmp_path / "bad.json"
+    corpus.write_text(json.dumps([[1, 2, 3, 4, 5], [1, 2, 3, 4, 12]]))
+    proc = run("train", "--data", str(corpus), "--steps", "2")
+    assert proc.returncode == 2
+    assert "sequence 1 has token 12" in proc.stderr
