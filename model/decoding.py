@@ -53,11 +53,10 @@ def known_tokens(prefix_len: int, seq_length: int) -> int:
 
 
 def _pad(prefixes: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
-    src = torch.zeros(len(prefixes), int(lengths.max()), dtype=torch.long)
-    for i, p in enumerate(prefixes):
-        src[i, : len(p)] = torch.tensor(p, dtype=torch.long)
-    return src.to(device), lengths
+    sizes = [len(p) for p in prefixes]
+    width = max(sizes)
+    src = torch.tensor([list(p) + [0] * (width - len(p)) for p in prefixes], dtype=torch.long)
+    return src.to(device), torch.tensor(sizes, dtype=torch.long)
 
 
 def _device(model: Seq2Seq) -> torch.device:

@@ -1,0 +1,117 @@
+"""The one object the HTTP layer calls for inference: resolve the model, check the input, answer from the
+cache or decode in a batch. Answers are finished JSON bodies, so a cache hit costs a dictionary lookup."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+
+import torch
+
+from model import decoding
+
+from .batching import Batcher, Work
+from .cache import ResponseCache
+from .errors import InputError
+from .metrics import Metrics
+from .registry import LoadedModel, Registry
+
+log = logging.getLogger("seq2seq.engine")
+
+
+def _dumps(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def check_tokens(field: str, prefix: list[int], loaded: LoadedModel) -> None:
+    cfg = loaded.config
+    if not 1 <= len(prefix) <= cfg.seq_length:
+        raise InputError(field, f"must have 1 to {cfg.seq_length} tokens for model {loaded.id!r}, got {len(prefix)}")
+    for i, tok in enumerate(prefix):
+        if not 0 <= tok < cfg.vocab_size:
+            where = "" if field == "start" else f" (position {i})"
+            raise InputError(field, f"token {tok}{where} is outside model {loaded.id!r}'s vocabulary 0..{cfg.vocab_size - 1}")
+
+
+class Engine:
+    def __init__(self, registry: Registry, metrics: Metrics, cache_size: int, max_batch: int, max_wait_s: float,
+                 threads: int = 1, use_thread: bool = False):
+        self.registry = registry
+        self.metrics = metrics
+        self.cache = ResponseCache(cache_size)
+        registry.on_forget.append(self.cache.forget_model)
+        self.batcher = Batcher(self._run_batch, max_batch, max_wait_s, on_batch=metrics.batch_size.observe,
+                               thread_init=lambda: torch.set_num_threads(threads), use_thread=use_thread)
+
+    async def predict(self, model_id: str | None, prefix: list[int], attention: bool, field: str) -> bytes:
+        loaded = self.registry.resolve(model_id)
+        check_tokens(field, prefix, loaded)
+        want_attention = attention and loaded.config.attention
+        key = (loaded.id, "predict", tuple(prefix), want_attention)
+        return await self._answer(key, loaded)
+
+    async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str) -> bytes:
+        loaded = self.registry.resolve(model_id)
+        check_tokens(field, prefix, loaded)
+        key = (loaded.id, "topk", tuple(prefix), k)
+        return await self._answer(key, loaded)
+
+    async def _answer(self, key: tuple, loaded: LoadedModel) -> bytes:
+        body = self.cache.get(key)
+        if body is not None:
+            self.metrics.cache.labels("hit").inc()
+            return body
+        self.metrics.cache.labels("miss").inc()
+        body = await self.batcher.submit((loaded.id, key[1]), (loaded, key))
+        self.cache.put(key, body)
+        return body
+
+    # -- on the inference thread -------------------------------------------------------------------
+    def _run_batch(self, batch: list[Work]) -> list[bytes | Exception]:
+        results: list[bytes | Exception] = [RuntimeError("not decoded")] * len(batch)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, work in enumerate(batch):
+            groups[work.group].append(i)
+        for (_, kind), members in groups.items():
+            loaded: LoadedModel = batch[members[0]].payload[0]
+            keys = [batch[i].payload[1] for i in members]
+            try:
+                bodies = self._predict(loaded, keys) if kind == "predict" else self._topk(loaded, keys)
+                for i, key in zip(members, keys):
+                    results[i] = bodies[key]
+            except Exception as exc:
+                log.exception("decoding failed for model %s", loaded.id)
+                for i in members:
+                    results[i] = exc
+        return results
+
+    def _predict(self, loaded: LoadedModel, keys: list[tuple]) -> dict[tuple, bytes]:
+        unique = list(dict.fromkeys(keys))
+        prefixes = list(dict.fromkeys(k[2] for k in unique))
+        want_attention = any(k[3] for k in unique)
+        decoded = dict(zip(prefixes, decoding.greedy(loaded.model, [list(p) for p in prefixes], want_attention)))
+        L = loaded.config.seq_length
+        bodies = {}
+        for key in unique:
+            prefix, d = list(key[2]), decoded[key[2]]
+            first = decoding.known_tokens(len(prefix), L)
+            payload = {"model": loaded.id, "prefix": prefix, "sequence": d.sequence, "score": d.score,
+                       "probability": math.exp(d.score),
+                       "steps": [{"token": t, "probability": p} for t, p in zip(d.sequence[first:], d.token_probs)]}
+            if key[3]:
+                payload["attention"] = d.attention
+            bodies[key] = _dumps(payload)
+        return bodies
+
+    def _topk(self, loaded: LoadedModel, keys: list[tuple]) -> dict[tuple, bytes]:
+        unique = list(dict.fromkeys(keys))
+        prefixes = list(dict.fromkeys(k[2] for k in unique))
+        k_max = max(k[3] for k in unique)
+        found = dict(zip(prefixes, decoding.topk(loaded.model, [list(p) for p in prefixes], k_max)))
+        bodies = {}
+        for key in unique:
+            suggestions = [{"sequence": c.sequence, "score": c.score, "probability": math.exp(c.score)}
+                           for c in found[key[2]][: key[3]]]
+            bodies[key] = _dumps({"model": loaded.id, "prefix": list(key[2]), "k": key[3], "suggestions": suggestions})
+        return bodies

@@ -1,0 +1,95 @@
+"""Every error is JSON that names the problem: {"error": code, "message": ..., "request_id": ...}.
+
+Client input never produces a 500; an unexpected error is logged with its request id and answered without
+a stack trace.
+"""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.checkpoint import CheckpointError
+from model.data import DataError
+
+from .registry import RegistryError
+
+log = logging.getLogger("seq2seq.errors")
+CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
+         413: "payload_too_large", 422: "invalid_input", 429: "too_many_requests", 500: "internal_error",
+         503: "unavailable"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, fields: list[dict] | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields
+        self.headers = headers
+
+
+class InputError(ApiError):
+    """422 naming the field at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(422, f"{field}: {message}", [{"field": field, "message": message}])
+
+
+def error_body(request: Request, status: int, message: str, fields: list[dict] | None = None) -> dict:
+    body = {"error": CODES.get(status, "error"), "message": message,
+            "request_id": getattr(request.state, "request_id", None)}
+    if fields:
+        body["fields"] = fields
+    return body
+
+
+def respond(request: Request, status: int, message: str, fields=None, headers=None) -> JSONResponse:
+    return JSONResponse(error_body(request, status, message, fields), status_code=status, headers=headers)
+
+
+def _field_name(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return respond(request, exc.status, exc.message, exc.fields, exc.headers)
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(request: Request, exc: RegistryError):
+        return respond(request, exc.status, str(exc))
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError):
+        return respond(request, 422, str(exc))
+
+    @app.exception_handler(CheckpointError)
+    async def checkpoint_error(request: Request, exc: CheckpointError):
+        return respond(request, 503, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        fields = []
+        for err in exc.errors():
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            field = _field_name(tuple(err.get("loc", ())))
+            if err.get("type") == "json_invalid":
+                msg, field = "the body is not valid JSON", "body"
+            fields.append({"field": field, "message": msg})
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return respond(request, 422, message, fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return respond(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error, request_id=%s", getattr(request.state, "request_id", None))
+        return respond(request, 500, "internal error; the request id identifies it in the server log")

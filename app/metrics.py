@@ -1,0 +1,30 @@
+"""Prometheus metrics: requests and latency per route and status, batch sizes, cache hits, the active model."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+disable_created_metrics()  # the *_created series double the output and nobody reads them
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("seq2seq_requests", "HTTP requests", ["method", "route", "status"], registry=r)
+        self.latency = Histogram("seq2seq_request_seconds", "HTTP request latency", ["method", "route", "status"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("seq2seq_batch_size", "Requests decoded together",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.cache = Counter("seq2seq_cache", "Response cache lookups", ["result"], registry=r)
+        self.active_model = Gauge("seq2seq_active_model", "1 for the active model", ["model"], registry=r)
+        self.jobs = Gauge("seq2seq_jobs", "Training jobs by status", ["status"], registry=r)
+
+    def set_active(self, model_id: str | None) -> None:
+        self.active_model.clear()
+        if model_id is not None:
+            self.active_model.labels(model_id).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,79 @@
+"""Request and response bodies of the public API, with the examples OpenAPI shows."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_PREFIX = 64  # far above any sequence length a model may have; the model's own length is checked later
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"start": 7}, {"prefix": [7, 2]},
+                                                                               {"prefix": [7, 2], "attention": True, "model": "default"}]})
+
+    start: int | None = Field(None, description="a start digit; give this or prefix")
+    prefix: list[int] | None = Field(None, min_length=1, max_length=MAX_PREFIX, description="known tokens; give this or start")
+    model: str | None = Field(None, description="model id; the active model when left out")
+    attention: bool = Field(False, description="include attention weights (attention models only)")
+
+    @model_validator(mode="after")
+    def exactly_one_of_start_and_prefix(self):
+        if (self.start is None) == (self.prefix is None):
+            raise ValueError("give exactly one of start and prefix")
+        return self
+
+    @property
+    def tokens(self) -> list[int]:
+        return [self.start] if self.start is not None else list(self.prefix)
+
+    @property
+    def field(self) -> str:
+        return "start" if self.start is not None else "prefix"
+
+
+class Step(BaseModel):
+    token: int
+    probability: float
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "default", "prefix": [7], "sequence": [7, 2, 8, 4, 3], "score": -0.62, "probability": 0.54,
+        "steps": [{"token": 2, "probability": 0.56}, {"token": 8, "probability": 0.99},
+                  {"token": 4, "probability": 0.99}, {"token": 3, "probability": 0.99}]}]})
+
+    model: str
+    prefix: list[int]
+    sequence: list[int]
+    score: float = Field(description="log-probability of the generated part")
+    probability: float
+    steps: list[Step]
+    attention: list[list[float]] | None = Field(None, description="one row per generated position, one column per prefix position")
+
+
+class Suggestion(BaseModel):
+    sequence: list[int]
+    score: float
+    probability: float
+
+
+class TopKResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "default", "prefix": [7], "k": 3, "suggestions": [
+            {"sequence": [7, 2, 8, 4, 3], "score": -0.62, "probability": 0.54},
+            {"sequence": [7, 6, 5, 2, 8], "score": -0.93, "probability": 0.40},
+            {"sequence": [7, 9, 1, 2, 4], "score": -2.75, "probability": 0.06}]}]})
+
+    model: str
+    prefix: list[int]
+    k: int
+    suggestions: list[Suggestion]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    request_id: str | None = None
+    fields: list[dict] | None = None
+
+
+ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}
