@@ -1,7 +1,7 @@
 """Request and response bodies of the public API, with the examples OpenAPI shows."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 MAX_PREFIX = 64  # far above any sequence length a model may have; the model's own length is checked later
 
@@ -10,10 +10,10 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"start": 7}, {"prefix": [7, 2]},
                                                                                {"prefix": [7, 2], "attention": True, "model": "default"}]})
 
-    start: int | None = Field(None, description="a start digit; give this or prefix")
-    prefix: list[int] | None = Field(None, min_length=1, max_length=MAX_PREFIX, description="known tokens; give this or start")
+    start: StrictInt | None = Field(None, description="a start digit; give this or prefix")
+    prefix: list[StrictInt] | None = Field(None, min_length=1, max_length=MAX_PREFIX, description="known tokens; give this or start")
     model: str | None = Field(None, description="model id; the active model when left out")
-    attention: bool = Field(False, description="include attention weights (attention models only)")
+    attention: StrictBool = Field(False, description="include attention weights (attention models only)")
 
     @model_validator(mode="after")
     def exactly_one_of_start_and_prefix(self):

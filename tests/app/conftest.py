@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    clients = []
+
+    def make(**overrides) -> TestClient:
+        settings = Settings(**{"data_dir": tmp_path / f"data{len(clients)}", **overrides})
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        try:
+            c.__exit__(None, None, None)
+        except RuntimeError:  # a test closed it already
+            pass
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()

@@ -1,0 +1,108 @@
+"""Shared fixtures: an in-process app (ASGI client, lifespan run) and real uvicorn server processes."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "weights"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `python -m app` process on a free loopback port."""
+
+    def __init__(self, data_dir: Path, weights_dir: Path = WEIGHTS, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.env = {**os.environ, "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_PORT": str(self.port),
+                    "SEQ2SEQ_DATA_DIR": str(data_dir), "SEQ2SEQ_WEIGHTS_DIR": str(weights_dir),
+                    "SEQ2SEQ_LOG_LEVEL": "warning", **env}
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self, timeout: float = 30) -> "Server":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=self.env,
+                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start in time")
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if httpx.get(f"{self.url}/readyz").status_code == 200:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("server never became ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kw)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One shared server for tests that only read."""
+    srv = Server(tmp_path_factory.mktemp("shared-server")).start()
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def weights_copy(tmp_path):
+    """A private weights directory holding the default model and a second shipped copy named 'alt'."""
+    target = tmp_path / "weights"
+    target.mkdir()
+    for name in ("default.pt", "default.pt.sha256"):
+        shutil.copy(WEIGHTS / name, target / name)
+    shutil.copy(WEIGHTS / "default.pt", target / "alt.pt")
+    (target / "alt.pt.sha256").write_text((WEIGHTS / "default.pt.sha256").read_text().replace("default.pt", "alt.pt"))
+    return target
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    started: list[Server] = []
+
+    def make(data_dir: Path | None = None, **kw) -> Server:
+        srv = Server(data_dir or tmp_path / f"data{len(started)}", **kw)
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop(signal.SIGKILL)
