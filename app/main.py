@@ -16,7 +16,8 @@ from .engine import Engine
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
 from .registry import Registry
-from .routes import health, inference, models
+from .jobs import JobManager
+from .routes import health, inference, jobs, models
 from .settings import Settings, get_settings
 
 log = logging.getLogger("seq2seq")
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = Engine(registry, metrics, settings.cache_size, settings.max_batch_size,
                         settings.max_batch_wait_ms / 1000, settings.threads, settings.inference_thread)
         engine.batcher.start()
+        job_manager = JobManager(db, registry, settings, metrics)
+        await job_manager.start()
+        app.state.jobs = job_manager
         app.state.settings, app.state.db, app.state.registry, app.state.engine = settings, db, registry, engine
         app.state.metrics = metrics
         # Everything loaded so far (torch, the app, the model) lives as long as the process: keep it out of the
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        await job_manager.stop()
         await engine.batcher.stop()
         db.close()
         log.info("stopped cleanly")
@@ -70,6 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,
                        max_job_bytes=settings.max_job_bytes)
-    for router in (inference.router, models.router, health.router):
+    for router in (inference.router, models.router, jobs.router, health.router):
         app.include_router(router)
     return app

@@ -18,6 +18,7 @@ from .data import DataError, corpus_hash, make_batch, random_sequences, validate
 from .evaluation import EvalSet, copy_task_set, corpus_set, evaluate
 from .network import Seq2Seq
 
+REPORT_EVERY_S = 0.5  # progress between history points, for jobs whose history points are far apart
 SCREEN_SIZE = 1_000  # held-out items checked before the full set, so evaluations stay cheap while far from target
 
 
@@ -114,10 +115,13 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
     loss_value = float("nan")
     step = 0
 
+    last_report = [time.perf_counter()]
+
     def report(step: int, loss: float) -> None:
         if on_progress is None:
             return
-        elapsed = time.perf_counter() - started
+        last_report[0] = time.perf_counter()
+        elapsed = last_report[0] - started
         on_progress(Progress(step, total, loss, accuracy, elapsed, elapsed / step * (total - step)))
 
     for step in range(1, total + 1):
@@ -148,6 +152,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
             loss_value = loss.item()
             history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
             report(step, loss_value)
+        elif on_progress is not None and time.perf_counter() - last_report[0] > REPORT_EVERY_S:
+            report(step, loss.item())  # long jobs still show life between history points
 
     model.eval()
     if status != "target_reached" or accuracy is None:

@@ -1,0 +1,73 @@
+"""The POST /jobs body and its limits. Everything but the dataset has the seed's default."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+MAX_SEQUENCES = 100_000
+
+
+class RandomData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    generator: Literal["random"] = Field(description="the seed's generator: fresh random digits every step (copy task)")
+
+
+class Corpus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sequences: list[list[StrictInt]] = Field(min_length=1, max_length=MAX_SEQUENCES,
+                                             description="training sequences; repeats count, frequency is the signal")
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attention: StrictBool = True
+    embedding_dim: StrictInt = Field(16, ge=1, le=512)
+    hidden_dim: StrictInt = Field(32, ge=1, le=512)
+    vocab_size: StrictInt = Field(10, ge=2, le=1000)
+    seq_length: StrictInt = Field(5, ge=2, le=64)
+
+
+class TrainingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: StrictInt = Field(2000, ge=1, le=1_000_000)
+    batch_size: StrictInt = Field(64, ge=1, le=4096)
+    learning_rate: float = Field(0.005, gt=0, le=10)
+    teacher_forcing_ratio: float = Field(0.5, ge=0, le=1, description="1.0 learns a corpus's frequencies best")
+    seed: StrictInt = Field(0, ge=0, le=2**31 - 1)
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once the held-out metric reaches this")
+    eval_every: StrictInt = Field(100, ge=1, le=1_000_000)
+    prefix_lengths: list[StrictInt] | None = Field(None, min_length=1, max_length=64)
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset": {"sequences": [[7, 2, 8, 4, 3], [7, 2, 8, 4, 3], [7, 6, 5, 2, 8], [6, 9, 4, 7, 1]]},
+         "model": {"attention": True}, "training": {"steps": 1500, "teacher_forcing_ratio": 1.0},
+         "activate": "if_better", "name": "my digits"},
+        {"dataset": {"generator": "random"}, "training": {"target_accuracy": 0.999, "steps": 20000},
+         "activate": "never"}]})
+
+    dataset: Corpus | RandomData
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec = TrainingSpec()
+    activate: Literal["never", "always", "if_better"] = Field(
+        "if_better", description="if_better: only when the new model scores at least as well as the active one "
+                                 "on this job's held-out evaluation set")
+    name: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="after")
+    def sequences_fit_the_model(self):
+        if isinstance(self.dataset, Corpus):
+            L, V = self.model.seq_length, self.model.vocab_size
+            for i, seq in enumerate(self.dataset.sequences):
+                if len(seq) != L:
+                    raise ValueError(f"dataset.sequences[{i}] has {len(seq)} tokens; the model's seq_length is {L}")
+                for tok in seq:
+                    if not 0 <= tok < V:
+                        raise ValueError(f"dataset.sequences[{i}] has token {tok} outside the vocabulary 0..{V - 1}")
+        if self.training.prefix_lengths and max(self.training.prefix_lengths) > self.model.seq_length:
+            raise ValueError(f"training.prefix_lengths must be between 1 and seq_length {self.model.seq_length}")
+        if self.training.prefix_lengths and min(self.training.prefix_lengths) < 1:
+            raise ValueError("training.prefix_lengths must be at least 1")
+        return self

@@ -1,0 +1,337 @@
+"""Background training jobs: a bounded queue, worker processes, live progress, cancel, persistence, activation.
+
+Jobs live in SQLite; the job body lives in DATA_DIR/jobs/ID.json so a queued job survives a restart. Each
+job trains in its own process (`app.training_worker`) with its own thread budget and a lower priority, so
+serving stays fast. A checkpoint is written atomically, verified by loading it and only then registered;
+files in the models directory that no registry row names are removed at start.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import secrets
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from model import checkpoint
+from model.data import corpus_hash
+
+from .db import Database
+from .errors import ApiError
+from .job_schemas import Corpus, JobRequest
+from .metrics import Metrics
+from .registry import Registry, RegistryError
+from .settings import Settings
+
+log = logging.getLogger("seq2seq.jobs")
+TERMINAL = ("succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running") + TERMINAL
+CANCEL_GRACE_S = 1.2  # then SIGKILL: a cancel must finish within 2 s
+FLUSH_EVERY_S = 1.0
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _die_with_parent() -> None:
+    """In the worker before exec: if the service dies, so does its training process (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def summarize(body: dict) -> dict:
+    """The job's config as shown over HTTP: the dataset as a count and a hash, not 100,000 sequences."""
+    config = json.loads(json.dumps(body))
+    seqs = config["dataset"].get("sequences")
+    if seqs is not None:
+        config["dataset"] = {"sequences": len(seqs), "sha256": corpus_hash(seqs)}
+    return config
+
+
+class JobManager:
+    def __init__(self, db: Database, registry: Registry, settings: Settings, metrics: Metrics):
+        self.db = db
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.jobs_dir = settings.data_dir / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._live: dict[str, dict] = {}  # progress and history of running jobs, ahead of the database
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._changed: asyncio.Condition | None = None
+        self._wake: asyncio.Event | None = None
+        self._scheduler: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._changed = asyncio.Condition()
+        self._wake = asyncio.Event()
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET status='failed', error='interrupted', finished_at=? WHERE status='running'",
+                         (now(),))
+        self._remove_orphans()
+        self._update_gauge()
+        self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name="job-scheduler")
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._scheduler:
+            self._scheduler.cancel()
+        for job_id, proc in list(self._procs.items()):
+            if proc.returncode is None:
+                proc.kill()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET status='failed', error='interrupted', finished_at=? WHERE status='running'",
+                         (now(),))
+
+    def _remove_orphans(self) -> None:
+        known = {Path(r["path"]).name for r in self.db.query("SELECT path FROM models")}
+        for path in self.registry.models_dir.iterdir():
+            base = path.name.removesuffix(".sha256")
+            if base not in known:
+                log.warning("removing %s: no registered model owns it", path.name)
+                path.unlink(missing_ok=True)
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def _to_dict(self, row) -> dict:
+        progress, history = json.loads(row["progress"]), json.loads(row["history"])
+        live = self._live.get(row["id"])
+        if live is not None:
+            progress, history = live["progress"], live["history"]
+        config = json.loads(row["config"])
+        return {"id": row["id"], "name": config.get("name"), "status": row["status"], "progress": progress,
+                "history": history, "created_at": row["created_at"], "started_at": row["started_at"],
+                "finished_at": row["finished_at"], "error": row["error"], "model_id": row["model_id"],
+                "activated": bool(row["activated"]), "activation_reason": row["activation_reason"], "config": config}
+
+    def get(self, job_id: str) -> dict:
+        rows = self.db.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise ApiError(404, f"job {job_id!r} does not exist")
+        return self._to_dict(rows[0])
+
+    def list(self) -> list[dict]:
+        return [self._to_dict(r) for r in self.db.query("SELECT * FROM jobs ORDER BY seq DESC")]
+
+    async def wait_for_change(self, timeout: float) -> None:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _update_gauge(self) -> None:
+        counts = {s: 0 for s in STATUSES}
+        for row in self.db.query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"):
+            counts[row["status"]] = row["n"]
+        for status, n in counts.items():
+            self.metrics.jobs.labels(status).set(n)
+
+    # -- submitting and cancelling -----------------------------------------------------------------------
+    def submit(self, request: JobRequest) -> dict:
+        queued = self.db.query("SELECT COUNT(*) AS n FROM jobs WHERE status='queued'")[0]["n"]
+        if queued >= self.settings.job_queue:
+            raise ApiError(429, f"the job queue is full ({queued} jobs waiting, limit {self.settings.job_queue}); "
+                                "try again when one has started", headers={"Retry-After": "10"})
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        suffix = secrets.token_hex(3)
+        job_id, model_id = f"job-{stamp}-{suffix}", f"m-{stamp}-{suffix}"
+        body = request.model_dump()
+        checkpoint.atomic_write(self.jobs_dir / f"{job_id}.json", json.dumps(body).encode())
+        total = body["training"]["steps"]
+        progress = {"step": 0, "total_steps": total, "fraction": 0.0, "loss": None, "accuracy": None, "eta_seconds": None}
+        with self.db.transaction() as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            conn.execute("INSERT INTO jobs(id, seq, status, config, progress, history, created_at, model_id) "
+                         "VALUES(?, ?, 'queued', ?, ?, '[]', ?, ?)",
+                         (job_id, seq, json.dumps(summarize(body)), json.dumps(progress), now(), model_id))
+        self._update_gauge()
+        self._wake.set()
+        return self.get(job_id)
+
+    async def cancel(self, job_id: str) -> dict:
+        job = self.get(job_id)
+        if job["status"] in TERMINAL:
+            raise ApiError(409, f"job {job_id!r} has already ended ({job['status']})")
+        if job["status"] == "queued":
+            with self.db.transaction() as conn:
+                updated = conn.execute("UPDATE jobs SET status='cancelled', finished_at=? WHERE id=? AND status='queued'",
+                                       (now(), job_id)).rowcount
+            if updated:
+                self._update_gauge()
+                await self._notify()
+                return self.get(job_id)
+        proc = self._procs.get(job_id)
+        if proc is not None and proc.returncode is None:
+            self._live.setdefault(job_id, {})["cancel"] = True
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), CANCEL_GRACE_S)
+            except asyncio.TimeoutError:
+                proc.kill()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and self.get(job_id)["status"] not in TERMINAL:
+            await asyncio.sleep(0.02)
+        return self.get(job_id)
+
+    # -- running -----------------------------------------------------------------------------------------
+    async def _schedule(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._procs) < self.settings.job_workers:
+                rows = self.db.query("SELECT id FROM jobs WHERE status='queued' ORDER BY seq LIMIT 1")
+                if not rows:
+                    break
+                job_id = rows[0]["id"]
+                with self.db.transaction() as conn:
+                    claimed = conn.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
+                                           (now(), job_id)).rowcount
+                if not claimed:
+                    continue
+                self._procs[job_id] = None  # type: ignore[assignment]  # holds the slot until the process exists
+                task = asyncio.get_running_loop().create_task(self._run(job_id), name=f"job {job_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            self._update_gauge()
+
+    async def _run(self, job_id: str) -> None:
+        row = self.db.query("SELECT * FROM jobs WHERE id = ?", (job_id,))[0]
+        live = self._live[job_id] = {"progress": json.loads(row["progress"]), "history": [], "cancel": False}
+        await self._notify()
+        model_id = row["model_id"]
+        out = self.registry.models_dir / f"{model_id}.pt"
+        outcome: dict = {"status": "failed", "error": "the training process ended without a result"}
+        stderr_tail = b""
+        try:
+            body = json.loads((self.jobs_dir / f"{job_id}.json").read_text())
+            active = self.registry.active
+            compare_with = None
+            if active is not None:
+                compare_with = self.db.query("SELECT path FROM models WHERE id=?", (active.id,))[0]["path"]
+            spec = {"body": body, "out": str(out), "compare_with": compare_with, "compared_id": active.id if active else None,
+                    "threads": self.settings.job_threads, "name": body.get("name"), "device": "cpu"}
+            spec_path = self.jobs_dir / f"{job_id}.run.json"
+            checkpoint.atomic_write(spec_path, json.dumps(spec).encode())
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "app.training_worker", str(spec_path), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent, limit=64 * 1024 * 1024)
+            self._procs[job_id] = proc
+            if live["cancel"]:
+                proc.send_signal(signal.SIGTERM)
+            stderr_task = asyncio.ensure_future(proc.stderr.read())
+            last_flush = 0.0
+            async for line in proc.stdout:
+                message = json.loads(line)
+                if message["type"] == "progress":
+                    self._on_progress(live, message)
+                    if time.monotonic() - last_flush > FLUSH_EVERY_S:
+                        last_flush = time.monotonic()
+                        self._flush(job_id, live)
+                    await self._notify()
+                elif message["type"] == "result":
+                    outcome = message
+            await proc.wait()
+            stderr_tail = (await stderr_task)[-2000:]
+            if live["cancel"] or proc.returncode in (-signal.SIGKILL, -signal.SIGTERM):
+                outcome = {"status": "cancelled", "history": live["history"]}
+            elif proc.returncode != 0:
+                outcome = {"status": "failed", "error": self._failure(proc.returncode, stderr_tail)}
+        except asyncio.CancelledError:
+            outcome = {"status": "failed", "error": "interrupted"}
+            raise
+        except Exception as exc:  # a bug here must not lose the job: record it
+            log.exception("job %s failed", job_id)
+            outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self._procs.pop(job_id, None)
+            await self._finish(job_id, model_id, out, live, outcome, spec if "spec" in locals() else {})
+            self._wake.set()
+
+    @staticmethod
+    def _failure(code: int, stderr: bytes) -> str:
+        lines = [l for l in stderr.decode(errors="replace").strip().splitlines() if l.strip()]
+        return f"the training process exited with status {code}" + (f": {lines[-1]}" if lines else "")
+
+    @staticmethod
+    def _on_progress(live: dict, m: dict) -> None:
+        total = m["total_steps"]
+        live["progress"] = {"step": m["step"], "total_steps": total, "fraction": m["step"] / total,
+                            "loss": m["loss"], "accuracy": m["accuracy"], "eta_seconds": m["eta_seconds"]}
+        point = {"step": m["step"], "loss": m["loss"], "accuracy": m["accuracy"]}
+        if not live["history"] or live["history"][-1]["step"] != m["step"]:
+            live["history"].append(point)
+
+    def _flush(self, job_id: str, live: dict) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET progress=?, history=? WHERE id=?",
+                         (json.dumps(live["progress"]), json.dumps(live["history"]), job_id))
+
+    async def _finish(self, job_id: str, model_id: str, out: Path, live: dict, outcome: dict, spec: dict) -> None:
+        status = outcome["status"]
+        error = outcome.get("error")
+        activated, reason, registered = False, None, None
+        history = outcome.get("history") or live["history"]
+        progress = dict(live["progress"])
+        if status == "succeeded":
+            metrics = outcome["metrics"]
+            progress.update(step=metrics["steps"], fraction=metrics["steps"] / progress["total_steps"],
+                            loss=metrics["loss"], accuracy=metrics["accuracy"], eta_seconds=0.0)
+            try:
+                await asyncio.to_thread(self.registry.register, model_id, out)
+                registered = model_id
+                activated, reason = await self._activate(model_id, outcome.get("gate") or {}, spec)
+            except (checkpoint.CheckpointError, RegistryError) as exc:
+                status, error = "failed", f"the trained checkpoint did not verify: {exc}"
+                for path in (out, checkpoint.manifest_path(out)):
+                    path.unlink(missing_ok=True)
+        else:
+            for path in (out, checkpoint.manifest_path(out)):  # never leave a checkpoint no row names
+                path.unlink(missing_ok=True)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET status=?, error=?, finished_at=?, progress=?, history=?, model_id=?, "
+                         "activated=?, activation_reason=? WHERE id=?",
+                         (status, error, now(), json.dumps(progress), json.dumps(history), registered,
+                          int(activated), reason, job_id))
+        self._live.pop(job_id, None)
+        (self.jobs_dir / f"{job_id}.run.json").unlink(missing_ok=True)
+        self._update_gauge()
+        await self._notify()
+        log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
+
+    async def _activate(self, model_id: str, gate: dict, spec: dict) -> tuple[bool, str]:
+        policy = spec.get("body", {}).get("activate", "if_better")
+        if policy == "never":
+            return False, "not activated: activate was 'never'"
+        if policy == "if_better":
+            compared = spec.get("compared_id")
+            if gate.get("comparable"):
+                if gate["new"] < gate["active"]:
+                    return False, (f"not activated: scored {gate['new']:.4f} on this job's held-out set, "
+                                   f"below the active model {compared!r} ({gate['active']:.4f})")
+                why = (f"activated: scored {gate['new']:.4f} on this job's held-out set, at least the active "
+                       f"model {compared!r} ({gate['active']:.4f})")
+            elif compared is None:
+                why = "activated: no model was active"
+            else:
+                return False, f"not activated: {gate.get('reason', 'no comparison was possible')}"
+        else:
+            why = "activated: activate was 'always'"
+        await asyncio.to_thread(self.registry.activate, model_id)
+        return True, why

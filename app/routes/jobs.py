@@ -1,0 +1,72 @@
+"""Training jobs over HTTP: submit, list, follow (Server-Sent Events), cancel."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..deps import Authorized
+from ..job_schemas import JobRequest
+from ..jobs import TERMINAL, JobManager
+from ..schemas import ErrorResponse
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Authorized])
+ERR = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
+
+
+async def get_jobs(request: Request) -> JobManager:
+    return request.app.state.jobs
+
+
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+
+
+@router.post("", status_code=202, responses=ERR, summary="Start a training job")
+async def submit(body: JobRequest, jobs: JobsDep) -> JSONResponse:
+    job = await asyncio.to_thread(jobs.submit, body)
+    return JSONResponse(job, status_code=202, headers={"Location": f"/jobs/{job['id']}"})
+
+
+@router.get("", summary="Jobs, newest first")
+async def list_jobs(jobs: JobsDep) -> list[dict]:
+    return await asyncio.to_thread(jobs.list)
+
+
+@router.get("/{job_id}", responses=ERR, summary="One job: status, progress, history, outcome")
+async def get_job(job_id: str, jobs: JobsDep) -> dict:
+    return await asyncio.to_thread(jobs.get, job_id)
+
+
+@router.post("/{job_id}/cancel", responses=ERR, summary="Stop a queued or running job (409 once it has ended)")
+async def cancel(job_id: str, jobs: JobsDep) -> dict:
+    return await jobs.cancel(job_id)
+
+
+@router.get("/{job_id}/events", responses=ERR, summary="Server-Sent Events: the job as it changes, then its final state",
+            response_class=StreamingResponse)
+async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingResponse:
+    first = jobs.get(job_id)  # 404 before the stream starts
+
+    async def stream():
+        job, last = first, None
+        while True:
+            text = json.dumps(job)
+            if text != last:
+                last = text
+                kind = "end" if job["status"] in TERMINAL else "progress"
+                yield f"event: {kind}\ndata: {text}\n\n"
+                if kind == "end":
+                    return
+            else:
+                yield ": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            await jobs.wait_for_change(timeout=10)
+            await asyncio.sleep(0.1)  # at most ~10 events a second, however fast the job reports
+            job = jobs.get(job_id)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,80 @@
+"""One training job in its own process: `python -m app.training_worker JOB_FILE`.
+
+The job file holds the POST /jobs body, where to write the checkpoint, the checkpoint of the model active
+at submission (for the evaluation gate) and a thread budget. Progress goes to stdout as JSON lines; the last
+line is the result. SIGTERM cancels cooperatively between steps. Imports only `model`, never FastAPI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from model import checkpoint
+from model.evaluation import evaluate
+from model.jobspec import parse_job
+from model.training import Progress, train
+
+
+def emit(kind: str, **fields) -> None:
+    sys.stdout.write(json.dumps({"type": kind, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def gate(job: dict, spec, result) -> dict:
+    """Score the model that was active at submission on this job's own held-out set."""
+    path = job.get("compare_with")
+    new_score = result.metrics["accuracy"]
+    if not path:
+        return {"new": new_score, "active": None, "comparable": False, "reason": "no active model to compare with"}
+    try:
+        active = checkpoint.load(path)
+    except checkpoint.CheckpointError as exc:
+        return {"new": new_score, "active": None, "comparable": False, "reason": f"active model unreadable: {exc.reason}"}
+    if (active.config.vocab_size, active.config.seq_length) != (spec.model.vocab_size, spec.model.seq_length):
+        return {"new": new_score, "active": None, "comparable": False,
+                "reason": "the active model has another vocabulary size or sequence length"}
+    dataset = spec.dataset()
+    prefix_lengths = spec.training.prefix_lengths or dataset.default_prefix_lengths()
+    active_score = evaluate(active.model, dataset.eval_set(spec.training, prefix_lengths))
+    return {"new": new_score, "active": active_score, "comparable": True}
+
+
+def main(job_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    torch.set_num_threads(int(job.get("threads", 1)))
+    try:
+        os.nice(int(job.get("nice", 10)))  # serving comes first on a shared machine
+    except OSError:
+        pass
+    cancelled = [False]
+    signal.signal(signal.SIGTERM, lambda signum, frame: cancelled.__setitem__(0, True))
+    spec = parse_job(job["body"])
+    last = [0.0]
+
+    def on_progress(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2 and p.step < p.total_steps and p.accuracy is None:
+            return
+        last[0] = now
+        emit("progress", step=p.step, total_steps=p.total_steps, loss=p.loss, accuracy=p.accuracy,
+             eta_seconds=p.eta_seconds, elapsed_seconds=p.elapsed_seconds)
+
+    result = train(spec.model, spec.training, spec.dataset(), device=job.get("device", "cpu"),
+                   on_progress=on_progress, should_stop=lambda: cancelled[0])
+    if result.status == "cancelled":
+        emit("result", status="cancelled", metrics=result.metrics, history=result.history)
+        return 0
+    checkpoint.save(job["out"], result.model, result.metrics, spec.training.to_dict(), result.data, result.history,
+                    name=job.get("name"))
+    emit("result", status="succeeded", metrics=result.metrics, history=result.history, gate=gate(job, spec, result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,221 @@
+"""Training jobs against a real server process: lifecycle, cancel, restarts, SIGKILL, hot swap, bad bodies, auth."""
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+# Each start digit has continuations seen 5, 2 and 1 times: the model must rank them in that order.
+CORPUS = ([[7, 1, 1, 1, 1]] * 5 + [[7, 3, 3, 3, 3]] * 2 + [[7, 5, 5, 5, 5]] * 1 +
+          [[4, 2, 6, 2, 6]] * 5 + [[4, 8, 8, 0, 0]] * 2 + [[4, 0, 4, 0, 4]] * 1)
+FAST = {"steps": 500, "teacher_forcing_ratio": 1.0, "learning_rate": 0.01}
+
+
+def wait_for(c: httpx.Client, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout=60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = c.get(f"/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['status']}")
+
+
+def sse_events(url: str) -> list[tuple[str, dict]]:
+    events, kind = [], None
+    with httpx.stream("GET", url, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    return events
+
+
+def test_full_lifecycle_trains_registers_activates_and_predictions_change(make_server):
+    srv = make_server().start()
+    srv.wait_ready()
+    with srv.client() as c:
+        before = c.post("/predict", json={"start": 7}).json()
+        assert before["sequence"] == [7, 2, 8, 4, 3]
+        r = c.post("/jobs", json={"dataset": {"sequences": CORPUS}, "training": FAST, "activate": "always",
+                                  "name": "frequencies"})
+        assert r.status_code == 202
+        job = r.json()
+        assert r.headers["location"] == f"/jobs/{job['id']}" and job["status"] in ("queued", "running")
+        events = sse_events(f"{srv.url}/jobs/{job['id']}/events")
+        kinds = [k for k, _ in events]
+        assert kinds[-1] == "end" and kinds.count("end") == 1 and "progress" in kinds
+        steps = [e["progress"]["step"] for _, e in events]
+        assert steps == sorted(steps) and len(set(steps)) > 2
+        final = events[-1][1]
+        assert final["status"] == "succeeded" and final["activated"] is True
+        assert final["progress"]["step"] == 500 and final["progress"]["fraction"] == 1.0
+        assert final["history"] and final["history"][-1]["accuracy"] == 1.0
+        assert "activate was 'always'" in final["activation_reason"]
+        model_id = final["model_id"]
+        assert c.get("/jobs").json()[0]["id"] == job["id"]
+        assert c.get("/models/active").json()["id"] == model_id
+        assert {m["id"] for m in c.get("/models").json()} == {"default", model_id}
+        assert c.get(f"/models/{model_id}").json()["name"] == "frequencies"
+        counts = Counter(map(tuple, CORPUS))
+        for start in (7, 4):
+            answer = c.post("/predict", json={"start": start}).json()
+            expected = sorted((s for s in counts if s[0] == start), key=lambda s: -counts[s])
+            assert answer["model"] == model_id and tuple(answer["sequence"]) == expected[0]
+            top = c.get("/topk", params={"start": start, "k": 3}).json()["suggestions"]
+            assert [tuple(s["sequence"]) for s in top] == expected
+        # the previous model stays registered for rollback
+        assert c.post("/models/default/activate").status_code == 200
+        assert c.post("/predict", json={"start": 7}).json()["sequence"] == [7, 2, 8, 4, 3]
+        assert c.delete(f"/models/{model_id}").status_code == 204
+        assert c.get(f"/models/{model_id}").status_code == 404
+        assert not list((srv.data_dir / "models").glob(f"{model_id}*"))
+
+
+def test_if_better_gate_refuses_a_worse_model_and_says_why(make_server):
+    srv = make_server().start()
+    srv.wait_ready()
+    with srv.client() as c:
+        corpus = json.loads((Path(srv.env["SEQ2SEQ_WEIGHTS_DIR"]) / "corpus.json").read_text())["sequences"]
+        job = c.post("/jobs", json={"dataset": {"sequences": corpus}, "training": {"steps": 3},
+                                    "activate": "if_better"}).json()
+        done = wait_for(c, job["id"])
+        assert done["status"] == "succeeded" and done["activated"] is False
+        assert "below the active model 'default'" in done["activation_reason"]
+        assert c.get("/models/active").json()["id"] == "default"
+        assert done["model_id"] in {m["id"] for m in c.get("/models").json()}
+
+
+def test_cancel_stops_a_running_job_within_two_seconds_and_a_queued_one_at_once(make_server):
+    srv = make_server().start()
+    srv.wait_ready()
+    with srv.client() as c:
+        running = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 1_000_000}}).json()
+        queued = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 10}}).json()
+        wait_for(c, running["id"], ("running",))
+        while c.get(f"/jobs/{running['id']}").json()["progress"]["step"] == 0:
+            time.sleep(0.05)
+        assert c.get(f"/jobs/{queued['id']}").json()["status"] == "queued"
+        r = c.post(f"/jobs/{queued['id']}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        t0 = time.monotonic()
+        r = c.post(f"/jobs/{running['id']}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert time.monotonic() - t0 < 2.0
+        assert c.post(f"/jobs/{running['id']}/cancel").status_code == 409
+        assert [m["id"] for m in c.get("/models").json()] == ["default"]
+        assert not list((srv.data_dir / "models").iterdir())
+
+
+def test_restart_keeps_jobs_and_the_active_model_and_sigkill_marks_a_running_job_interrupted(make_server, tmp_path):
+    data = tmp_path / "kept"
+    srv = make_server(data).start()
+    srv.wait_ready()
+    with srv.client() as c:
+        done = wait_for(c, c.post("/jobs", json={"dataset": {"sequences": CORPUS}, "training": {"steps": 50},
+                                                 "activate": "always"}).json()["id"])
+        model_id = done["model_id"]
+    assert srv.stop(signal.SIGTERM) == 0
+    srv = make_server(data).start()
+    srv.wait_ready()
+    with srv.client() as c:
+        assert c.get(f"/jobs/{done['id']}").json()["status"] == "succeeded"
+        assert c.get("/readyz").json()["model"] == model_id
+        long = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 1_000_000}}).json()
+        wait_for(c, long["id"], ("running",))
+        time.sleep(0.5)
+    srv.stop(signal.SIGKILL)
+    srv = make_server(data).start()
+    srv.wait_ready()
+    with srv.client() as c:
+        job = c.get(f"/jobs/{long['id']}").json()
+        assert job["status"] == "failed" and job["error"] == "interrupted"
+        assert c.get("/models/active").json()["id"] == model_id
+        assert {m["id"] for m in c.get("/models").json()} == {"default", model_id}
+        assert c.post("/predict", json={"start": 7}).json()["model"] == model_id
+        assert [j["id"] for j in c.get("/jobs").json()] == [long["id"], done["id"]]
+    names = sorted(p.name for p in (data / "models").iterdir())
+    assert names == [f"{model_id}.pt", f"{model_id}.pt.sha256"]
+
+
+def test_activation_while_requests_flow_fails_no_request(make_server, weights_copy):
+    srv = make_server(weights_dir=weights_copy).start()
+    srv.wait_ready()
+    failures, answered, stop = [], [], threading.Event()
+
+    def traffic(seed):
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            i = seed
+            while not stop.is_set():
+                i += 7
+                r = c.post("/predict", json={"prefix": [i % 10, (i // 10) % 10, (i // 100) % 10]})
+                (answered if r.status_code == 200 else failures).append(r.json()["model"] if r.status_code == 200 else r.text)
+
+    threads = [threading.Thread(target=traffic, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    with srv.client() as c:
+        for i in range(20):
+            assert c.post(f"/models/{'alt' if i % 2 == 0 else 'default'}/activate").status_code == 200
+            time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert {"alt", "default"} <= set(answered) and len(answered) > 100
+
+
+@pytest.mark.parametrize("body,words", [
+    ({}, "dataset: Field required"),
+    ({"dataset": {"sequences": [[1, 2, 3]]}}, "dataset.sequences[0] has 3 tokens; the model's seq_length is 5"),
+    ({"dataset": {"sequences": [[1, 2, 3, 4, 5], [1, 2, 3, 4, 10]]}}, "dataset.sequences[1] has token 10 outside"),
+    ({"dataset": {"generator": "fibonacci"}}, "generator"),
+    ({"dataset": {"generator": "random"}, "training": {"steps": 0}}, "training.steps"),
+    ({"dataset": {"generator": "random"}, "training": {"steps": 1_000_001}}, "training.steps"),
+    ({"dataset": {"generator": "random"}, "model": {"hidden_dim": 513}}, "model.hidden_dim"),
+    ({"dataset": {"generator": "random"}, "training": {"batch_size": -1}}, "training.batch_size"),
+    ({"dataset": {"generator": "random"}, "activate": "sometimes"}, "activate"),
+    ({"dataset": {"generator": "random"}, "training": {"learning_rate": "fast"}}, "training.learning_rate"),
+])
+def test_invalid_job_bodies_get_a_clear_422_and_nothing_is_queued(server, body, words):
+    with server.client() as c:
+        before = len(c.get("/jobs").json())
+        r = c.post("/jobs", json=body)
+        assert r.status_code == 422 and words in r.json()["message"], r.text
+        assert len(c.get("/jobs").json()) == before
+
+
+def test_a_huge_job_body_is_413_and_a_full_queue_is_429(make_server):
+    srv = make_server(SEQ2SEQ_JOB_QUEUE="1", SEQ2SEQ_MAX_JOB_BYTES="100000").start()
+    srv.wait_ready()
+    with srv.client() as c:
+        big = {"dataset": {"sequences": [[1, 2, 3, 4, 5]] * 20_000}}
+        assert c.post("/jobs", json=big).status_code == 413
+        first = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 1_000_000}}).json()
+        wait_for(c, first["id"], ("running",))
+        assert c.post("/jobs", json={"dataset": {"generator": "random"}}).status_code == 202
+        r = c.post("/jobs", json={"dataset": {"generator": "random"}})
+        assert r.status_code == 429 and "queue is full" in r.json()["message"]
+        assert len(c.get("/jobs").json()) == 2
+
+
+def test_an_api_key_guards_jobs_and_management_but_not_inference(make_server):
+    srv = make_server(SEQ2SEQ_API_KEY="s3cret").start()
+    srv.wait_ready()
+    with srv.client() as c:
+        for method, path in (("GET", "/jobs"), ("POST", "/jobs"), ("POST", "/models/default/activate"),
+                             ("DELETE", "/models/default"), ("GET", "/jobs/x/events")):
+            r = c.request(method, path, json={"dataset": {"generator": "random"}})
+            assert r.status_code == 401, (method, path, r.status_code)
+            assert r.headers["www-authenticate"] == "Bearer"
+        assert c.get("/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/predict", json={"start": 7}).status_code == 200
+        assert c.get("/topk", params={"start": 7}).status_code == 200
+        assert c.get("/models").status_code == 200
