@@ -45,13 +45,21 @@ def gate(job: dict, spec, result) -> dict:
     return {"new": new_score, "active": active_score, "comparable": True}
 
 
+def lower_priority() -> None:
+    """Serving comes first: train only on CPU time nobody else wants (SCHED_IDLE), else at the lowest nice."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+
+
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     torch.set_num_threads(int(job.get("threads", 1)))
-    try:
-        os.nice(int(job.get("nice", 10)))  # serving comes first on a shared machine
-    except OSError:
-        pass
+    lower_priority()
     cancelled = [False]
     signal.signal(signal.SIGTERM, lambda signum, frame: cancelled.__setitem__(0, True))
     spec = parse_job(job["body"])
