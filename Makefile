@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install test run train-default bench clean
+.PHONY: install browser test run train-default bench screenshots clean
 
 install: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
-test: install
+# The browser tests drive Debian's chromium; Playwright's own browser download does not work on our machines.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "warning: could not install chromium; the browser tests will fail (set SEQ2SEQ_CHROMIUM)"
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 run: install
@@ -32,7 +39,10 @@ train-default: install
 		--seed 0 --name default --out weights/default.pt
 
 bench: install
-	$(BIN)/python bench/run_all.py
+	cd bench && for b in train_speed decode_speed load cold_start job_latency; do ../$(BIN)/python $$b.py || exit 1; done
+
+screenshots: install browser
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from model import decoding
 
@@ -17,7 +18,7 @@ from .metrics import Metrics
 from .middleware import ServiceMiddleware
 from .registry import Registry
 from .jobs import JobManager
-from .routes import health, inference, jobs, models
+from .routes import health, inference, jobs, models, pages
 from .settings import Settings, get_settings
 
 log = logging.getLogger("seq2seq")
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,
                        max_job_bytes=settings.max_job_bytes)
-    for router in (inference.router, models.router, jobs.router, health.router):
+    for router in (inference.router, models.router, jobs.router, health.router, pages.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--teacher-forcing", type=float, default=0.5, help="probability of feeding the true token")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--target-accuracy", type=float, default=None, help="stop once the held-out metric reaches this")
-    t.add_argument("--eval-every", type=int, default=100, help="steps between evaluations when a target is set")
+    t.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations (a cheap screen; the full set once it meets the target)")
     t.add_argument("--prefix-lengths", type=int, nargs="+", help="prefix lengths to train on (default: 1..L for a corpus, L for random)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (small models train fastest on one)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")

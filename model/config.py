@@ -42,7 +42,7 @@ class TrainConfig:
     teacher_forcing_ratio: float = 0.5
     seed: int = 0
     target_accuracy: float | None = None  # stop early once the evaluation metric reaches this
-    eval_every: int = 100  # steps between evaluations when a target accuracy is set
+    eval_every: int = 100  # steps between evaluations (a 1,000-item screen; the full set when it meets the target)
     # Prefix lengths the encoder sees; None means 1..L for a corpus and L alone (the copy task) for random data.
     prefix_lengths: tuple[int, ...] | None = None
     eval_size: int = 10_000  # held-out sequences for the random generator's final exact-match
