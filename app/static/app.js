@@ -307,8 +307,8 @@ function drawCurves(canvas, history) {
   const acc = points.filter((pt) => pt.accuracy !== null && pt.accuracy !== undefined);
   if (acc.length) line(acc.map((pt) => [pt.step, h - pad - (h - 2 * pad) * pt.accuracy]), "#1a7f4b");
   ctx.font = "13px system-ui";
-  ctx.fillStyle = "#c0362c"; ctx.fillText("loss", 14, 18);
-  ctx.fillStyle = "#1a7f4b"; ctx.fillText("accuracy", 50, 18);
+  ctx.fillStyle = "#c0362c"; ctx.fillText("loss", w - 110, h / 2);
+  ctx.fillStyle = "#1a7f4b"; ctx.fillText("accuracy", w - 75, h / 2);
 }
 
 async function cancelJob(id) {

@@ -127,3 +127,21 @@ def test_openapi_documents_every_body_with_examples(client):
     assert schemas["PredictRequest"]["examples"] and schemas["PredictResponse"]["examples"]
     assert schemas["TopKResponse"]["examples"]
     assert client.get("/docs").status_code == 200
+
+
+def test_an_unexpected_error_is_a_500_json_body_with_the_request_id_and_no_trace(make_client):
+    from fastapi.testclient import TestClient
+
+    c = make_client()
+    registry = c.app.state.registry
+
+    def broken(model_id):
+        raise RuntimeError("secret internals")
+
+    registry.resolve = broken
+    quiet = TestClient(c.app, raise_server_exceptions=False)
+    r = quiet.post("/predict", json={"start": 7}, headers={"X-Request-ID": "req-500"})
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error"] == "internal_error" and body["request_id"] == "req-500"
+    assert "secret internals" not in r.text and "Traceback" not in r.text
