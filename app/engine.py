@@ -77,7 +77,10 @@ class Engine:
             loaded: LoadedModel = batch[members[0]].payload[0]
             keys = [batch[i].payload[1] for i in members]
             try:
-                bodies = self._predict(loaded, keys) if kind == "predict" else self._topk(loaded, keys)
+                unique = list(dict.fromkeys(keys))  # identical requests in a batch are decoded once
+                prefixes = list(dict.fromkeys(k[2] for k in unique))
+                decode = self._predict if kind == "predict" else self._topk
+                bodies = decode(loaded, unique, prefixes)
                 for i, key in zip(members, keys):
                     results[i] = bodies[key]
             except Exception as exc:
@@ -86,9 +89,7 @@ class Engine:
                     results[i] = exc
         return results
 
-    def _predict(self, loaded: LoadedModel, keys: list[tuple]) -> dict[tuple, bytes]:
-        unique = list(dict.fromkeys(keys))
-        prefixes = list(dict.fromkeys(k[2] for k in unique))
+    def _predict(self, loaded: LoadedModel, unique: list[tuple], prefixes: list[tuple]) -> dict[tuple, bytes]:
         want_attention = any(k[3] for k in unique)
         decoded = dict(zip(prefixes, decoding.greedy(loaded.model, [list(p) for p in prefixes], want_attention)))
         L = loaded.config.seq_length
@@ -104,9 +105,7 @@ class Engine:
             bodies[key] = _dumps(payload)
         return bodies
 
-    def _topk(self, loaded: LoadedModel, keys: list[tuple]) -> dict[tuple, bytes]:
-        unique = list(dict.fromkeys(keys))
-        prefixes = list(dict.fromkeys(k[2] for k in unique))
+    def _topk(self, loaded: LoadedModel, unique: list[tuple], prefixes: list[tuple]) -> dict[tuple, bytes]:
         k_max = max(k[3] for k in unique)
         found = dict(zip(prefixes, decoding.topk(loaded.model, [list(p) for p in prefixes], k_max)))
         bodies = {}

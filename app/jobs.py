@@ -8,9 +8,9 @@ files in the models directory that no registry row names are removed at start.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -23,7 +23,7 @@ from model.data import corpus_hash
 
 from .db import Database
 from .errors import ApiError
-from .job_schemas import Corpus, JobRequest
+from .job_schemas import JobRequest
 from .metrics import Metrics
 from .registry import Registry, RegistryError
 from .settings import Settings
@@ -37,14 +37,6 @@ FLUSH_EVERY_S = 1.0
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _die_with_parent() -> None:
-    """In the worker before exec: if the service dies, so does its training process (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def summarize(body: dict) -> dict:
@@ -66,6 +58,7 @@ class JobManager:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._live: dict[str, dict] = {}  # progress and history of running jobs, ahead of the database
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._cancelled: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._changed: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
@@ -177,9 +170,9 @@ class JobManager:
                 self._update_gauge()
                 await self._notify()
                 return self.get(job_id)
+        self._cancelled.add(job_id)  # seen by _run even if its process has not started yet
         proc = self._procs.get(job_id)
         if proc is not None and proc.returncode is None:
-            self._live.setdefault(job_id, {})["cancel"] = True
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), CANCEL_GRACE_S)
@@ -213,7 +206,7 @@ class JobManager:
 
     async def _run(self, job_id: str) -> None:
         row = self.db.query("SELECT * FROM jobs WHERE id = ?", (job_id,))[0]
-        live = self._live[job_id] = {"progress": json.loads(row["progress"]), "history": [], "cancel": False}
+        live = self._live[job_id] = {"progress": json.loads(row["progress"]), "history": []}
         await self._notify()
         model_id = row["model_id"]
         out = self.registry.models_dir / f"{model_id}.pt"
@@ -226,14 +219,15 @@ class JobManager:
             if active is not None:
                 compare_with = self.db.query("SELECT path FROM models WHERE id=?", (active.id,))[0]["path"]
             spec = {"body": body, "out": str(out), "compare_with": compare_with, "compared_id": active.id if active else None,
-                    "threads": self.settings.job_threads, "name": body.get("name"), "device": "cpu"}
+                    "threads": self.settings.job_threads, "name": body.get("name"), "device": "cpu",
+                    "parent_pid": os.getpid()}
             spec_path = self.jobs_dir / f"{job_id}.run.json"
             checkpoint.atomic_write(spec_path, json.dumps(spec).encode())
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "app.training_worker", str(spec_path), stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent, limit=64 * 1024 * 1024)
+                stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)  # no preexec_fn: posix_spawn, no fork stall
             self._procs[job_id] = proc
-            if live["cancel"]:
+            if job_id in self._cancelled:
                 proc.send_signal(signal.SIGTERM)
             stderr_task = asyncio.ensure_future(proc.stderr.read())
             last_flush = 0.0
@@ -241,15 +235,15 @@ class JobManager:
                 message = json.loads(line)
                 if message["type"] == "progress":
                     self._on_progress(live, message)
-                    if time.monotonic() - last_flush > FLUSH_EVERY_S:
+                    if time.monotonic() - last_flush > FLUSH_EVERY_S:  # off the event loop: a commit fsyncs
                         last_flush = time.monotonic()
-                        self._flush(job_id, live)
+                        await asyncio.to_thread(self._flush, job_id, dict(live["progress"]), list(live["history"]))
                     await self._notify()
                 elif message["type"] == "result":
                     outcome = message
             await proc.wait()
             stderr_tail = (await stderr_task)[-2000:]
-            if live["cancel"] or proc.returncode in (-signal.SIGKILL, -signal.SIGTERM):
+            if job_id in self._cancelled or proc.returncode in (-signal.SIGKILL, -signal.SIGTERM):
                 outcome = {"status": "cancelled", "history": live["history"]}
             elif proc.returncode != 0:
                 outcome = {"status": "failed", "error": self._failure(proc.returncode, stderr_tail)}
@@ -261,12 +255,13 @@ class JobManager:
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         finally:
             self._procs.pop(job_id, None)
+            self._cancelled.discard(job_id)
             await self._finish(job_id, model_id, out, live, outcome, spec if "spec" in locals() else {})
             self._wake.set()
 
     @staticmethod
     def _failure(code: int, stderr: bytes) -> str:
-        lines = [l for l in stderr.decode(errors="replace").strip().splitlines() if l.strip()]
+        lines = [line for line in stderr.decode(errors="replace").strip().splitlines() if line.strip()]
         return f"the training process exited with status {code}" + (f": {lines[-1]}" if lines else "")
 
     @staticmethod
@@ -278,10 +273,10 @@ class JobManager:
         if not live["history"] or live["history"][-1]["step"] != m["step"]:
             live["history"].append(point)
 
-    def _flush(self, job_id: str, live: dict) -> None:
+    def _flush(self, job_id: str, progress: dict, history: list) -> None:
         with self.db.transaction() as conn:
-            conn.execute("UPDATE jobs SET progress=?, history=? WHERE id=?",
-                         (json.dumps(live["progress"]), json.dumps(live["history"]), job_id))
+            conn.execute("UPDATE jobs SET progress=?, history=? WHERE id=? AND status='running'",
+                         (json.dumps(progress), json.dumps(history), job_id))
 
     async def _finish(self, job_id: str, model_id: str, out: Path, live: dict, outcome: dict, spec: dict) -> None:
         status = outcome["status"]

@@ -14,10 +14,10 @@ from model import decoding
 from . import errors
 from .db import Database
 from .engine import Engine
+from .jobs import JobManager
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
 from .registry import Registry
-from .jobs import JobManager
 from .routes import health, inference, jobs, models, pages
 from .settings import Settings, get_settings
 

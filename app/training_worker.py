@@ -6,6 +6,7 @@ line is the result. SIGTERM cancels cooperatively between steps. Imports only `m
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -45,6 +46,16 @@ def gate(job: dict, spec, result) -> dict:
     return {"new": new_score, "active": active_score, "comparable": True}
 
 
+def die_with_parent(parent_pid: int | None) -> None:
+    """If the service dies, so does its training process (Linux), so no orphan writes a checkpoint later."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def lower_priority() -> None:
     """Serving comes first: train only on CPU time nobody else wants (SCHED_IDLE), else at the lowest nice."""
     try:
@@ -58,6 +69,7 @@ def lower_priority() -> None:
 
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
+    die_with_parent(job.get("parent_pid"))
     torch.set_num_threads(int(job.get("threads", 1)))
     lower_priority()
     cancelled = [False]

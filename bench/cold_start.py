@@ -13,7 +13,6 @@ import tempfile
 import time
 
 import httpx
-
 from common import ROOT, median, write
 from load import free_port
 

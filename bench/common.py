@@ -6,9 +6,11 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,3 +46,16 @@ def write(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     return path
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    """Poll /readyz until the server answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} was not ready within {timeout} s")

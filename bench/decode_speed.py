@@ -15,7 +15,6 @@ import sys
 import time
 
 import torch
-
 from common import REFERENCE, ROOT, median, write
 
 sys.path.insert(0, str(ROOT))

@@ -16,12 +16,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import httpx
-
-from common import ROOT, write
+from common import ROOT, wait_ready, write
 
 CASES = [
     # name, method, path, bodies or query strings, the endpoint to compare with, the ratio to meet
@@ -106,13 +103,7 @@ def main() -> int:
     server = subprocess.Popen([sys.executable, "bench/noop_server.py"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_ready(base)
         report, ok = {"seconds": args.seconds, "connections": args.connections}, True
         for name, method, path, kind, noop, target in CASES:
             items = requests_for(method, kind)

@@ -4,35 +4,23 @@
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import free_port  # noqa: E402
+from conftest import Server  # noqa: E402
 from web.conftest import ARGS, CHROMIUM  # noqa: E402
 
 
 def main() -> None:
-    port = free_port()
-    env = {**os.environ, "SEQ2SEQ_PORT": str(port), "SEQ2SEQ_HOST": "127.0.0.1",
-           "SEQ2SEQ_DATA_DIR": tempfile.mkdtemp(prefix="seq2seq-shots-")}
-    server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(Path(tempfile.mkdtemp(prefix="seq2seq-shots-"))).start()
+    server.wait_ready()
+    url = server.url
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -51,8 +39,7 @@ def main() -> None:
             page.screenshot(path=str(ROOT / "docs" / "training.png"), full_page=True)
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        server.stop()
 
 
 if __name__ == "__main__":
