@@ -5,7 +5,7 @@
   shape, same torch thread count, same process.
 - Exact top-5 for one start digit (10,000 continuations scored).
 
-  python bench/decode_speed.py [--threads 2] [--repeats 50]
+  python bench/decode_speed.py [--threads 2] [--repeats 100]
 """
 from __future__ import annotations
 
@@ -31,21 +31,24 @@ def load_reference():
     return module
 
 
-def seconds(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
+def seconds(fns, repeats: int) -> list[float]:
+    """Median time of each function, run in turn (A, B, C, A, B, C, ...) so drifts in machine load hit all alike."""
+    for fn in fns:
+        for _ in range(3):
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return median(times)
+        for fn, bucket in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - t0)
+    return [median(t) for t in times]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ref = load_reference()
@@ -82,7 +85,7 @@ def main() -> int:
             decoding.greedy(ours, prefixes)
 
         name = "attention" if attention else "plain"
-        t_seed, t_start, t_copy, t_api = (seconds(f, args.repeats) for f in (seed_forward, ours_start, ours_copy, ours_api))
+        t_seed, t_start, t_copy, t_api = seconds([seed_forward, ours_start, ours_copy, ours_api], args.repeats)
         row = {"seed_forward_seq_per_s": N / t_seed, "ours_start_digit_seq_per_s": N / t_start,
                "ours_copy_seq_per_s": N / t_copy, "ours_python_api_seq_per_s": N / t_api}
         row["ratio_copy_vs_seed"] = round(row["ours_copy_seq_per_s"] / row["seed_forward_seq_per_s"], 2)
@@ -94,7 +97,7 @@ def main() -> int:
               f"{row['ours_copy_seq_per_s']:,.0f} ({row['ratio_copy_vs_seed']}x), via greedy() with lists "
               f"{row['ours_python_api_seq_per_s']:,.0f}", flush=True)
     for digit in (7,):
-        t = seconds(lambda: decoding.topk(model, [[digit]], 5), args.repeats * 4)
+        (t,) = seconds([lambda: decoding.topk(model, [[digit]], 5)], args.repeats * 4)
         report["exact_top5_one_start_digit_ms"] = round(t * 1e3, 3)
         ok &= t < 0.020
         print(f"exact top-5 for start digit {digit} (10,000 continuations): median {t * 1e3:.2f} ms (target < 20 ms)")

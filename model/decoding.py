@@ -78,11 +78,11 @@ def greedy_tensor(model: Seq2Seq, src: Tensor, lengths: Tensor | None, known: Te
     seq = torch.zeros(B, L, dtype=torch.long, device=src.device)
     seq[:, 0] = src[:, 0]
     step_logits, attn = [], []
-    width = src.size(1)
+    forced_until = min(int(known.max()), src.size(1))  # past this step no row has a forced token
     for t in range(1, L):
         logits, state, weights = model.decoder.step(seq[:, t - 1], state, memory)
         best = logits.argmax(dim=1)
-        seq[:, t] = torch.where(t < known, src[:, t], best) if t < width else best
+        seq[:, t] = torch.where(t < known, src[:, t], best) if t < forced_until else best
         step_logits.append(logits)
         if want_attention and weights is not None:
             attn.append(weights)

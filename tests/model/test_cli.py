@@ -26,7 +26,8 @@ def test_train_on_random_data_writes_a_checkpoint_and_ends_with_json(tmp_path):
 def test_train_from_a_job_body_and_from_a_corpus_file(tmp_path):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"dataset": {"sequences": [[1, 2, 3, 4, 5]] * 3},
-                               "model": {"attention": False, "hidden_dim": 8}, "training": {"steps": 5}}))
+                               "model": {"attention": False, "hidden_dim": 8}, "training": {"steps": 5},
+                               "activate": "if_better", "name": "offline"}))  # service-only keys are ignored
     proc = run("train", "--job", str(job))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
