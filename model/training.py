@@ -18,6 +18,7 @@ from .data import DataError, corpus_hash, make_batch, random_sequences, validate
 from .evaluation import EvalSet, copy_task_set, corpus_set, evaluate
 from .network import Seq2Seq
 
+MAX_HISTORY = 400  # points kept for the curves; older ones are thinned so a million steps stay light
 REPORT_EVERY_S = 0.5  # progress between history points, for jobs whose history points are far apart
 SCREEN_SIZE = 1_000  # held-out items checked before the full set, so evaluations stay cheap while far from target
 
@@ -71,6 +72,12 @@ class Dataset:
         if self.sequences is None:
             return {"kind": "random", "generator": "seed: digits 1..vocab-1, fresh every step"}
         return {"kind": "corpus", "sequences": len(self.sequences), "sha256": corpus_hash(self.sequences)}
+
+
+def _record(history: list[dict], step: int, loss: float, accuracy: float | None) -> None:
+    history.append({"step": step, "loss": loss, "accuracy": accuracy})
+    if len(history) > MAX_HISTORY:  # drop every other older point: even coverage, bounded size
+        history[:-1] = history[:-1:2]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -145,14 +152,14 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
             accuracy = evaluate(model, screen)
             if target is not None and accuracy >= target and screen is not eval_set:
                 accuracy = evaluate(model, eval_set)
-            history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
+            _record(history, step, loss_value, accuracy)
             report(step, loss_value)
             if target is not None and accuracy >= target:
                 status = "target_reached"
                 break
         elif step % every == 0 or step == total:
             loss_value = loss.item()
-            history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
+            _record(history, step, loss_value, accuracy)
             report(step, loss_value)
         elif on_progress is not None and time.perf_counter() - last_report[0] > REPORT_EVERY_S:
             report(step, loss.item())  # long jobs still show life between history points

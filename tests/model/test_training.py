@@ -75,3 +75,12 @@ def test_a_corpus_that_does_not_fit_the_model_names_the_bad_sequence():
         Dataset(cfg, [[1, 2, 3, 4, 10]])
     with pytest.raises(DataError, match="no sequences"):
         Dataset(cfg, [])
+
+
+def test_history_stays_bounded_and_spans_the_whole_run():
+    cfg = ModelConfig(attention=False, hidden_dim=8, embedding_dim=4)
+    result = train(cfg, TrainConfig(steps=1000, eval_every=100, batch_size=8), Dataset(cfg), progress_every=1)
+    steps = [h["step"] for h in result.history]
+    assert len(steps) <= 401 and steps == sorted(steps)
+    assert steps[0] <= 10 and steps[-1] == 1000
+    assert any(h["accuracy"] is not None for h in result.history)
