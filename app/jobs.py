@@ -219,7 +219,7 @@ class JobManager:
             if active is not None:
                 compare_with = self.db.query("SELECT path FROM models WHERE id=?", (active.id,))[0]["path"]
             spec = {"body": body, "out": str(out), "compare_with": compare_with, "compared_id": active.id if active else None,
-                    "threads": self.settings.job_threads, "name": body.get("name"), "device": self.settings.device,
+                    "threads": self.settings.job_threads, "name": body.get("name"), "device": str(self.registry.device),
                     "parent_pid": os.getpid()}
             spec_path = self.jobs_dir / f"{job_id}.run.json"
             checkpoint.atomic_write(spec_path, json.dumps(spec).encode())
