@@ -28,6 +28,7 @@ browser:
 		|| echo "warning: could not install chromium; the browser tests will fail (set SEQ2SEQ_CHROMIUM)"
 
 test: install browser
+	$(BIN)/ruff check model app bench tests docs
 	$(BIN)/python -m pytest -q
 
 run: install

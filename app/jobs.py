@@ -79,8 +79,8 @@ class JobManager:
     async def stop(self) -> None:
         if self._scheduler:
             self._scheduler.cancel()
-        for job_id, proc in list(self._procs.items()):
-            if proc.returncode is None:
+        for proc in list(self._procs.values()):
+            if proc is not None and proc.returncode is None:  # None: a slot claimed, its process not started
                 proc.kill()
         for task in list(self._tasks):
             task.cancel()

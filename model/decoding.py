@@ -165,7 +165,7 @@ def topk(model: Seq2Seq, prefixes: list[list[int]], k: int, beam_width: int | No
     groups: dict[tuple[int, int], list[int]] = {}
     for i, p in enumerate(prefixes):
         groups.setdefault((len(p), known_tokens(len(p), L)), []).append(i)
-    for (plen, known), members in groups.items():
+    for (_, known), members in groups.items():
         exact = beam_width is None and V ** (L - known) <= exact_limit
         width = None if exact else (beam_width or max(4 * k, 32))
         src = torch.tensor([prefixes[i] for i in members], dtype=torch.long, device=device)
