@@ -51,9 +51,18 @@ def respond(request: Request, status: int, message: str, fields=None, headers=No
     return JSONResponse(error_body(request, status, message, fields), status_code=status, headers=headers)
 
 
+UNION_TAGS = {("dataset", "corpus"), ("dataset", "random")}  # job_schemas' tagged dataset kinds
+
+
 def _field_name(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
+    """('body', 'dataset', 'corpus', 'sequences', 0, 4) -> 'dataset.sequences[0][4]'."""
+    name, previous = "", None
+    for part in loc:
+        if part in ("body", "query", "path") and not name or (previous, part) in UNION_TAGS:
+            continue
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+        previous = part
+    return name or "body"
 
 
 def install(app: FastAPI) -> None:

@@ -1,9 +1,9 @@
 """The POST /jobs body and its limits. Everything but the dataset has the seed's default."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag, model_validator
 
 MAX_SEQUENCES = 100_000
 
@@ -17,6 +17,18 @@ class Corpus(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sequences: list[list[StrictInt]] = Field(min_length=1, max_length=MAX_SEQUENCES,
                                              description="training sequences; repeats count, frequency is the signal")
+
+
+def _dataset_kind(data) -> str | None:
+    if isinstance(data, dict):
+        return "corpus" if "sequences" in data else "random" if "generator" in data else None
+    return "corpus" if isinstance(data, Corpus) else "random" if isinstance(data, RandomData) else None
+
+
+# Told apart by their key, so an error speaks of the dataset that was sent rather than of both kinds.
+Dataset = Annotated[Union[Annotated[Corpus, Tag("corpus")], Annotated[RandomData, Tag("random")]],
+                    Discriminator(_dataset_kind, custom_error_type="dataset_kind",
+                                  custom_error_message='dataset must be {"sequences": [[...], ...]} or {"generator": "random"}')]
 
 
 class ModelSpec(BaseModel):
@@ -48,7 +60,7 @@ class JobRequest(BaseModel):
         {"dataset": {"generator": "random"}, "training": {"target_accuracy": 0.999, "steps": 20000},
          "activate": "never"}]})
 
-    dataset: Corpus | RandomData
+    dataset: Dataset
     model: ModelSpec = ModelSpec()
     training: TrainingSpec = TrainingSpec()
     activate: Literal["never", "always", "if_better"] = Field(

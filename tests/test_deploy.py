@@ -41,3 +41,8 @@ def test_gpu_override_reserves_a_gpu_and_asks_for_cuda():
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert gpu["environment"]["SEQ2SEQ_DEVICE"] == "cuda"
+
+
+def test_the_build_context_leaves_out_the_venv_and_the_data():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "data", ".git"} <= set(ignored)

@@ -219,3 +219,11 @@ def test_an_api_key_guards_jobs_and_management_but_not_inference(make_server):
         assert c.post("/predict", json={"start": 7}).status_code == 200
         assert c.get("/topk", params={"start": 7}).status_code == 200
         assert c.get("/models").status_code == 200
+
+
+def test_job_errors_name_the_field_the_way_it_was_sent(server):
+    with server.client() as c:
+        r = c.post("/jobs", json={"dataset": {"sequences": [[1, 2, 3, 4, "x"]]}})
+        assert r.json()["fields"][0]["field"] == "dataset.sequences[0][4]"
+        r = c.post("/jobs", json={"dataset": {"colours": ["red"]}})
+        assert r.status_code == 422 and 'dataset must be {"sequences"' in r.json()["message"]
