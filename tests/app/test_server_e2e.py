@@ -3,6 +3,7 @@ import asyncio
 import random
 import signal
 import threading
+import time
 
 import httpx
 
@@ -102,8 +103,9 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(make_server):
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
         t.start()
-    while len(results) < 100:
-        pass
+    deadline = time.monotonic() + 30
+    while len(results) < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
     code = srv.stop(signal.SIGTERM)
     stop.set()
     for t in threads:
