@@ -115,8 +115,8 @@ class JobManager:
             raise ApiError(404, f"job {job_id!r} does not exist")
         return self._to_dict(rows[0])
 
-    def list(self) -> list[dict]:
-        return [self._to_dict(r) for r in self.db.query("SELECT * FROM jobs ORDER BY seq DESC")]
+    def list(self, limit: int = 100) -> list[dict]:
+        return [self._to_dict(r) for r in self.db.query("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
 
     async def wait_for_change(self, timeout: float) -> None:
         async with self._changed:

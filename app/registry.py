@@ -85,6 +85,9 @@ class Registry:
         """Register every checkpoint in weights/ (read-only); a broken one is reported, not fatal."""
         for path in sorted(self.weights_dir.glob("*.pt")):
             model_id = path.stem
+            if not MODEL_ID.match(model_id):
+                log.error("skipping shipped file %s: its name is not a valid model id", path.name)
+                continue
             try:
                 ckpt = checkpoint.load(path)
             except checkpoint.CheckpointError as exc:

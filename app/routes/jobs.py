@@ -5,7 +5,7 @@ import asyncio
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..deps import Authorized
@@ -31,8 +31,8 @@ async def submit(body: JobRequest, jobs: JobsDep) -> JSONResponse:
 
 
 @router.get("", summary="Jobs, newest first")
-async def list_jobs(jobs: JobsDep) -> list[dict]:
-    return await asyncio.to_thread(jobs.list)
+async def list_jobs(jobs: JobsDep, limit: int = Query(100, ge=1, le=1000, description="at most this many")) -> list[dict]:
+    return await asyncio.to_thread(jobs.list, limit)
 
 
 @router.get("/{job_id}", responses=ERR, summary="One job: status, progress, history, outcome")

@@ -75,3 +75,19 @@ def test_metrics_expose_requests_latency_batches_cache_and_model(client):
     assert 'seq2seq_request_seconds_bucket{le="0.005",method="POST",route="/predict",status="200"}' in text
     assert "seq2seq_batch_size_count" in text and 'seq2seq_cache_total{result="miss"}' in text
     assert 'seq2seq_active_model{model="default"} 1.0' in text
+
+
+def test_a_shipped_file_whose_name_is_not_a_model_id_is_skipped(make_client, tmp_path):
+    weights = tmp_path / "w"
+    weights.mkdir()
+    for name in ("default.pt", "default.pt.sha256"):
+        shutil.copy(WEIGHTS / name, weights / name)
+    shutil.copy(WEIGHTS / "default.pt", weights / "bad name!.pt")
+    c = make_client(weights_dir=weights)
+    assert [m["id"] for m in c.get("/models").json()] == ["default"]
+    assert c.get("/readyz").status_code == 200
+
+
+def test_jobs_list_takes_a_limit(client):
+    assert client.get("/jobs", params={"limit": 0}).status_code == 422
+    assert client.get("/jobs", params={"limit": 5}).json() == []
