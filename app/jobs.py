@@ -20,6 +20,7 @@ from pathlib import Path
 
 from model import checkpoint
 from model.data import corpus_hash
+from model.training import record_point
 
 from .db import Database
 from .errors import ApiError
@@ -232,7 +233,11 @@ class JobManager:
             stderr_task = asyncio.ensure_future(proc.stderr.read())
             last_flush = 0.0
             async for line in proc.stdout:
-                message = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except ValueError:  # something else printed to stdout: not ours to interpret
+                    log.warning("job %s: ignoring output %r", job_id, line[:200])
+                    continue
                 if message["type"] == "progress":
                     self._on_progress(live, message)
                     if time.monotonic() - last_flush > FLUSH_EVERY_S:  # off the event loop: a commit fsyncs
@@ -254,7 +259,10 @@ class JobManager:
             log.exception("job %s failed", job_id)
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         finally:
-            self._procs.pop(job_id, None)
+            proc = self._procs.pop(job_id, None)
+            if proc is not None and proc.returncode is None:  # this task failed, so the process must not live on
+                proc.kill()
+                await proc.wait()
             self._cancelled.discard(job_id)
             await self._finish(job_id, model_id, out, live, outcome, spec if "spec" in locals() else {})
             self._wake.set()
@@ -269,9 +277,8 @@ class JobManager:
         total = m["total_steps"]
         live["progress"] = {"step": m["step"], "total_steps": total, "fraction": m["step"] / total,
                             "loss": m["loss"], "accuracy": m["accuracy"], "eta_seconds": m["eta_seconds"]}
-        point = {"step": m["step"], "loss": m["loss"], "accuracy": m["accuracy"]}
         if not live["history"] or live["history"][-1]["step"] != m["step"]:
-            live["history"].append(point)
+            record_point(live["history"], m["step"], m["loss"], m["accuracy"])
 
     def _flush(self, job_id: str, progress: dict, history: list) -> None:
         with self.db.transaction() as conn:
@@ -291,11 +298,15 @@ class JobManager:
             try:
                 await asyncio.to_thread(self.registry.register, model_id, out)
                 registered = model_id
-                activated, reason = await self._activate(model_id, outcome.get("gate") or {}, spec)
             except (checkpoint.CheckpointError, RegistryError) as exc:
                 status, error = "failed", f"the trained checkpoint did not verify: {exc}"
                 for path in (out, checkpoint.manifest_path(out)):
                     path.unlink(missing_ok=True)
+            if registered:
+                try:
+                    activated, reason = await self._activate(model_id, outcome.get("gate") or {}, spec)
+                except RegistryError as exc:  # the model stays registered; the old one stays active
+                    reason = f"not activated: activation failed ({exc})"
         else:
             for path in (out, checkpoint.manifest_path(out)):  # never leave a checkpoint no row names
                 path.unlink(missing_ok=True)

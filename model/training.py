@@ -74,7 +74,8 @@ class Dataset:
         return {"kind": "corpus", "sequences": len(self.sequences), "sha256": corpus_hash(self.sequences)}
 
 
-def _record(history: list[dict], step: int, loss: float, accuracy: float | None) -> None:
+def record_point(history: list[dict], step: int, loss: float, accuracy: float | None) -> None:
+    """Append a point to a training curve, thinning older points so it never exceeds MAX_HISTORY."""
     history.append({"step": step, "loss": loss, "accuracy": accuracy})
     if len(history) > MAX_HISTORY:  # drop every other older point: even coverage, bounded size
         history[:-1] = history[:-1:2]
@@ -152,14 +153,14 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
             accuracy = evaluate(model, screen)
             if target is not None and accuracy >= target and screen is not eval_set:
                 accuracy = evaluate(model, eval_set)
-            _record(history, step, loss_value, accuracy)
+            record_point(history, step, loss_value, accuracy)
             report(step, loss_value)
             if target is not None and accuracy >= target:
                 status = "target_reached"
                 break
         elif step % every == 0 or step == total:
             loss_value = loss.item()
-            _record(history, step, loss_value, accuracy)
+            record_point(history, step, loss_value, accuracy)
             report(step, loss_value)
         elif on_progress is not None and time.perf_counter() - last_report[0] > REPORT_EVERY_S:
             report(step, loss.item())  # long jobs still show life between history points
