@@ -42,8 +42,12 @@ class EvalSet:
 
 def copy_task_set(config: ModelConfig, size: int, seed: int) -> EvalSet:
     gen = torch.Generator().manual_seed(seed + HELD_OUT_SEED_OFFSET)
-    seqs = random_sequences(size, config, gen)
-    return EvalSet("seq_acc", seqs, None, torch.ones(size, dtype=torch.long), seqs)
+    return copy_set(random_sequences(size, config, gen))
+
+
+def copy_set(sequences: Tensor) -> EvalSet:
+    """The seed's task on given sequences: the encoder reads each whole, the decoder rebuilds it from its first token."""
+    return EvalSet("seq_acc", sequences, None, torch.ones(sequences.size(0), dtype=torch.long), sequences)
 
 
 def corpus_set(config: ModelConfig, sequences: list[list[int]], prefix_lengths: tuple[int, ...]) -> EvalSet:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig
 from .data import DataError, corpus_hash, make_batch, random_sequences, validate_sequences
-from .evaluation import EvalSet, copy_task_set, corpus_set, evaluate
+from .evaluation import EvalSet, copy_set, copy_task_set, corpus_set, evaluate
 from .network import Seq2Seq
 
 MAX_HISTORY = 400  # points kept for the curves; older ones are thinned so a million steps stay light
@@ -180,6 +180,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         "total_seconds": round(time.perf_counter() - started, 3),
         "device": str(dev),
     }
+    if not dataset.is_random:  # the seed's copy task on the corpus's distinct sequences, for reference
+        metrics["seq_acc"] = evaluate(model, copy_set(torch.unique(dataset.table, dim=0)))
     if not history or history[-1]["step"] != step:
         history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
     else:
