@@ -26,20 +26,14 @@ def test_shipped_and_active_models_cannot_be_deleted(client):
     assert client.get("/models/active").json()["id"] == "default"
 
 
-def test_activation_switches_what_requests_use_and_survives_a_restart(make_client, tmp_path):
-    weights = tmp_path / "w"
-    weights.mkdir()
-    for name in ("default.pt", "default.pt.sha256"):
-        shutil.copy(WEIGHTS / name, weights / name)
-    shutil.copy(WEIGHTS / "default.pt", weights / "other.pt")
-    (weights / "other.pt.sha256").write_text((WEIGHTS / "default.pt.sha256").read_text())
+def test_activation_switches_what_requests_use_and_survives_a_restart(make_client, weights_copy, tmp_path):
     data = tmp_path / "shared-data"
-    c = make_client(weights_dir=weights, data_dir=data)
-    assert c.post("/models/other/activate").json()["active"] is True
-    assert c.post("/predict", json={"start": 7}).json()["model"] == "other"
+    c = make_client(weights_dir=weights_copy, data_dir=data)
+    assert c.post("/models/alt/activate").json()["active"] is True
+    assert c.post("/predict", json={"start": 7}).json()["model"] == "alt"
     c.__exit__(None, None, None)
-    again = make_client(weights_dir=weights, data_dir=data)
-    assert again.get("/readyz").json()["model"] == "other"
+    again = make_client(weights_dir=weights_copy, data_dir=data)
+    assert again.get("/readyz").json()["model"] == "alt"
 
 
 def test_readyz_reports_the_model_and_device(client):
@@ -77,14 +71,10 @@ def test_metrics_expose_requests_latency_batches_cache_and_model(client):
     assert 'seq2seq_active_model{model="default"} 1.0' in text
 
 
-def test_a_shipped_file_whose_name_is_not_a_model_id_is_skipped(make_client, tmp_path):
-    weights = tmp_path / "w"
-    weights.mkdir()
-    for name in ("default.pt", "default.pt.sha256"):
-        shutil.copy(WEIGHTS / name, weights / name)
-    shutil.copy(WEIGHTS / "default.pt", weights / "bad name!.pt")
-    c = make_client(weights_dir=weights)
-    assert [m["id"] for m in c.get("/models").json()] == ["default"]
+def test_a_shipped_file_whose_name_is_not_a_model_id_is_skipped(make_client, weights_copy):
+    shutil.copy(WEIGHTS / "default.pt", weights_copy / "bad name!.pt")
+    c = make_client(weights_dir=weights_copy)
+    assert sorted(m["id"] for m in c.get("/models").json()) == ["alt", "default"]
     assert c.get("/readyz").status_code == 200
 
 
