@@ -60,6 +60,8 @@ class JobManager:
         self._live: dict[str, dict] = {}  # progress and history of running jobs, ahead of the database
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._cancelled: set[str] = set()
+        self._spare: asyncio.subprocess.Process | None = None
+        self._spare_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._changed: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
@@ -76,10 +78,16 @@ class JobManager:
         self._update_gauge()
         self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name="job-scheduler")
         self._wake.set()
+        self._replenish()
 
     async def stop(self) -> None:
         if self._scheduler:
             self._scheduler.cancel()
+        if self._spare_task is not None:
+            await asyncio.gather(self._spare_task, return_exceptions=True)
+        if self._spare is not None and self._spare.returncode is None:
+            self._spare.kill()
+            await self._spare.wait()
         for proc in list(self._procs.values()):
             if proc is not None and proc.returncode is None:  # None: a slot claimed, its process not started
                 proc.kill()
@@ -185,6 +193,31 @@ class JobManager:
         return self.get(job_id)
 
     # -- running -----------------------------------------------------------------------------------------
+    async def _spawn(self, *args: str) -> asyncio.subprocess.Process:
+        # No preexec_fn, so the child is spawned rather than forked: forking this big process would stall the loop.
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.training_worker", *args, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)
+
+    def _replenish(self) -> None:
+        """Keep one warmed-up worker waiting, so the next job starts without importing torch first."""
+        if self.settings.job_standby and self._spare is None and self._spare_task is None:
+            self._spare_task = asyncio.get_running_loop().create_task(self._start_spare())
+
+    async def _start_spare(self) -> None:
+        try:
+            self._spare = await self._spawn("--standby", str(os.getpid()))
+        finally:
+            self._spare_task = None
+
+    async def _take_spare(self) -> asyncio.subprocess.Process | None:
+        if self._spare_task is not None:
+            await asyncio.shield(self._spare_task)
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.returncode is None:
+            return spare
+        return None
+
     async def _schedule(self) -> None:
         while True:
             await self._wake.wait()
@@ -224,10 +257,15 @@ class JobManager:
                     "parent_pid": os.getpid()}
             spec_path = self.jobs_dir / f"{job_id}.run.json"
             checkpoint.atomic_write(spec_path, json.dumps(spec).encode())
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "app.training_worker", str(spec_path), stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)  # no preexec_fn: posix_spawn, no fork stall
+            proc = await self._take_spare()
+            if proc is not None:
+                proc.stdin.write(f"{spec_path}\n".encode())
+                await proc.stdin.drain()
+                proc.stdin.close()
+            else:
+                proc = await self._spawn(str(spec_path))
             self._procs[job_id] = proc
+            self._replenish()
             if job_id in self._cancelled:
                 proc.send_signal(signal.SIGTERM)
             stderr_task = asyncio.ensure_future(proc.stderr.read())

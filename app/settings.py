@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     job_workers: int = Field(1, ge=1, description="training jobs running at once")
     job_queue: int = Field(16, ge=0, description="queued jobs beyond the running ones")
     job_threads: int = Field(1, ge=1, description="torch threads of each training process")
+    job_standby: bool = Field(True, description="keep one warmed-up training process waiting, so jobs start at once")
     log_level: str = "info"
     graceful_timeout_s: float = 10.0
 

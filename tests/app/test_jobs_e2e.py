@@ -25,6 +25,28 @@ def wait_for(c: httpx.Client, job_id: str, statuses=("succeeded", "failed", "can
     raise AssertionError(f"job {job_id} still {job['status']}")
 
 
+def workers_of(server_pid: int) -> list[int]:
+    """Live training processes whose parent is the given server process."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"app.training_worker" in cmdline and fields.get("PPid", "").strip() == str(server_pid) \
+                and not fields.get("State", "").startswith("Z"):
+            found.append(int(status.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return not (Path(f"/proc/{pid}/status").read_text().split("State:\t", 1)[1].startswith("Z"))
+    except (OSError, IndexError):
+        return False
+
+
 def sse_events(url: str) -> list[tuple[str, dict]]:
     events, kind = [], None
     with httpx.stream("GET", url, timeout=60) as r:
@@ -130,7 +152,13 @@ def test_restart_keeps_jobs_and_the_active_model_and_sigkill_marks_a_running_job
         long = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 1_000_000}}).json()
         wait_for(c, long["id"], ("running",))
         time.sleep(0.5)
+    workers = workers_of(srv.proc.pid)
+    assert workers, "a training process (and a warm spare) should be running"
     srv.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)  # training processes die with the service
     srv = make_server(data).start()
     srv.wait_ready()
     with srv.client() as c:
