@@ -47,7 +47,9 @@ class Database:
         self._lock = threading.RLock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            # WAL with NORMAL: every commit is atomic and survives a crash of this process; only a power cut
+            # can lose the last commits. FULL would fsync on every commit, stalling whoever waits on the lock.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
 
     @contextmanager

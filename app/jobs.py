@@ -227,16 +227,18 @@ class JobManager:
                 if not rows:
                     break
                 job_id = rows[0]["id"]
-                with self.db.transaction() as conn:
-                    claimed = conn.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
-                                           (now(), job_id)).rowcount
-                if not claimed:
+                if not await asyncio.to_thread(self._claim, job_id):
                     continue
                 self._procs[job_id] = None  # type: ignore[assignment]  # holds the slot until the process exists
                 task = asyncio.get_running_loop().create_task(self._run(job_id), name=f"job {job_id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             self._update_gauge()
+
+    def _claim(self, job_id: str) -> bool:
+        with self.db.transaction() as conn:
+            return conn.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
+                                (now(), job_id)).rowcount == 1
 
     async def _run(self, job_id: str) -> None:
         row = self.db.query("SELECT * FROM jobs WHERE id = ?", (job_id,))[0]
@@ -348,16 +350,18 @@ class JobManager:
         else:
             for path in (out, checkpoint.manifest_path(out)):  # never leave a checkpoint no row names
                 path.unlink(missing_ok=True)
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE jobs SET status=?, error=?, finished_at=?, progress=?, history=?, model_id=?, "
-                         "activated=?, activation_reason=? WHERE id=?",
-                         (status, error, now(), json.dumps(progress), json.dumps(history), registered,
-                          int(activated), reason, job_id))
+        await asyncio.to_thread(self._record_outcome, job_id, (status, error, now(), json.dumps(progress),
+                                                                 json.dumps(history), registered, int(activated), reason))
         self._live.pop(job_id, None)
         (self.jobs_dir / f"{job_id}.run.json").unlink(missing_ok=True)
         self._update_gauge()
         await self._notify()
         log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
+
+    def _record_outcome(self, job_id: str, values: tuple) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET status=?, error=?, finished_at=?, progress=?, history=?, model_id=?, "
+                         "activated=?, activation_reason=? WHERE id=?", (*values, job_id))
 
     async def _activate(self, model_id: str, gate: dict, spec: dict) -> tuple[bool, str]:
         policy = spec.get("body", {}).get("activate", "if_better")

@@ -48,7 +48,7 @@ async def cancel(job_id: str, jobs: JobsDep) -> dict:
 @router.get("/{job_id}/events", responses=ERR, summary="Server-Sent Events: the job as it changes, then its final state",
             response_class=StreamingResponse)
 async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingResponse:
-    first = jobs.get(job_id)  # 404 before the stream starts
+    first = await asyncio.to_thread(jobs.get, job_id)  # 404 before the stream starts
 
     async def stream():
         job, last = first, None
@@ -66,7 +66,7 @@ async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingRespo
                 return
             await jobs.wait_for_change(timeout=10)
             await asyncio.sleep(0.1)  # at most ~10 events a second, however fast the job reports
-            job = jobs.get(job_id)
+            job = await asyncio.to_thread(jobs.get, job_id)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
