@@ -267,7 +267,6 @@ class JobManager:
             else:
                 proc = await self._spawn(str(spec_path))
             self._procs[job_id] = proc
-            self._replenish()
             if job_id in self._cancelled:
                 proc.send_signal(signal.SIGTERM)
             stderr_task = asyncio.ensure_future(proc.stderr.read())
@@ -304,6 +303,7 @@ class JobManager:
                 proc.kill()
                 await proc.wait()
             self._cancelled.discard(job_id)
+            self._replenish()  # after the job, not beside it: warming a spare up costs a core for seconds
             await self._finish(job_id, model_id, out, live, outcome, spec if "spec" in locals() else {})
             self._wake.set()
 

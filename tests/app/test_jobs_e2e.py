@@ -60,7 +60,7 @@ def sse_events(url: str) -> list[tuple[str, dict]]:
 
 
 def test_full_lifecycle_trains_registers_activates_and_predictions_change(make_server):
-    srv = make_server().start()
+    srv = make_server(SEQ2SEQ_JOB_STANDBY="true").start()  # the job runs in the warmed-up spare
     srv.wait_ready()
     with srv.client() as c:
         before = c.post("/predict", json={"start": 7}).json()
@@ -137,14 +137,14 @@ def test_cancel_stops_a_running_job_within_two_seconds_and_a_queued_one_at_once(
 
 def test_restart_keeps_jobs_and_the_active_model_and_sigkill_marks_a_running_job_interrupted(make_server, tmp_path):
     data = tmp_path / "kept"
-    srv = make_server(data).start()
+    srv = make_server(data, SEQ2SEQ_JOB_STANDBY="true").start()
     srv.wait_ready()
     with srv.client() as c:
         done = wait_for(c, c.post("/jobs", json={"dataset": {"sequences": CORPUS}, "training": {"steps": 50},
                                                  "activate": "always"}).json()["id"])
         model_id = done["model_id"]
     assert srv.stop(signal.SIGTERM) == 0
-    srv = make_server(data).start()
+    srv = make_server(data, SEQ2SEQ_JOB_STANDBY="true").start()
     srv.wait_ready()
     with srv.client() as c:
         assert c.get(f"/jobs/{done['id']}").json()["status"] == "succeeded"
@@ -153,7 +153,7 @@ def test_restart_keeps_jobs_and_the_active_model_and_sigkill_marks_a_running_job
         wait_for(c, long["id"], ("running",))
         time.sleep(0.5)
     workers = workers_of(srv.proc.pid)
-    assert workers, "a training process (and a warm spare) should be running"
+    assert workers, "a training process should be running"
     srv.stop(signal.SIGKILL)
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
