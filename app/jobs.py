@@ -62,6 +62,7 @@ class JobManager:
         self._cancelled: set[str] = set()
         self._spare: asyncio.subprocess.Process | None = None
         self._spare_task: asyncio.Task | None = None
+        self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._changed: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
@@ -81,6 +82,7 @@ class JobManager:
         self._replenish()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._scheduler:
             self._scheduler.cancel()
         if self._spare_task is not None:
@@ -201,7 +203,7 @@ class JobManager:
 
     def _replenish(self) -> None:
         """Keep one warmed-up worker waiting, so the next job starts without importing torch first."""
-        if self.settings.job_standby and self._spare is None and self._spare_task is None:
+        if self.settings.job_standby and not self._stopping and self._spare is None and self._spare_task is None:
             self._spare_task = asyncio.get_running_loop().create_task(self._start_spare())
 
     async def _start_spare(self) -> None:
