@@ -250,6 +250,7 @@ class JobManager:
         out = self.registry.models_dir / f"{model_id}.pt"
         outcome: dict = {"status": "failed", "error": "the training process ended without a result"}
         stderr_tail = b""
+        spec: dict = {}
         try:
             body = json.loads((self.jobs_dir / f"{job_id}.json").read_text())
             active = self.registry.active
@@ -306,7 +307,7 @@ class JobManager:
                 await proc.wait()
             self._cancelled.discard(job_id)
             self._replenish()  # after the job, not beside it: warming a spare up costs a core for seconds
-            await self._finish(job_id, model_id, out, live, outcome, spec if "spec" in locals() else {})
+            await self._finish(job_id, model_id, out, live, outcome, spec)
             self._wake.set()
 
     @staticmethod

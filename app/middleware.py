@@ -24,12 +24,9 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:64]
-                break
-        request_id = request_id or uuid.uuid4().hex[:16]
+        headers = dict(scope["headers"])  # one pass: the request id and the declared length
+        given = headers.get(b"x-request-id")
+        request_id = given.decode("latin-1")[:64] if given else uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = [500]
         limit = self._limit(scope["path"])
@@ -41,14 +38,10 @@ class ServiceMiddleware:
                 message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
             await send(message)
 
-        too_large = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > limit
-                except ValueError:
-                    too_large = False
-                break
+        try:
+            too_large = int(headers.get(b"content-length", 0)) > limit
+        except ValueError:
+            too_large = False
         if too_large:
             await self._reject(send_wrapper, request_id, limit)
         else:

@@ -52,7 +52,8 @@ def known_tokens(prefix_len: int, seq_length: int) -> int:
     return prefix_len if prefix_len < seq_length else 1
 
 
-def _pad(prefixes: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+def pad_prefixes(prefixes, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Right-pad prefixes with zeros into one tensor; also return their lengths (on the CPU, as packing wants)."""
     sizes = [len(p) for p in prefixes]
     width = max(sizes)
     src = torch.tensor([list(p) + [0] * (width - len(p)) for p in prefixes], dtype=torch.long)
@@ -101,7 +102,7 @@ def greedy(model: Seq2Seq, prefixes: list[list[int]], want_attention: bool = Fal
     for p in prefixes:
         check_prefix(p, model)
     L = model.config.seq_length
-    src, lengths = _pad(prefixes, _device(model))
+    src, lengths = pad_prefixes(prefixes, _device(model))
     known = torch.tensor([known_tokens(len(p), L) for p in prefixes])
     seq, logps, probs, attention = greedy_tensor(model, src, lengths, known, want_attention)
     seqs, scores, probs = seq.tolist(), logps.sum(1).tolist(), probs.tolist()
@@ -181,7 +182,7 @@ def score(model: Seq2Seq, prefixes: list[list[int]], sequences: list[list[int]])
     """Teacher-forced log-probability of each whole sequence's generated part: the brute-force reference."""
     L = model.config.seq_length
     device = _device(model)
-    src, lengths = _pad(prefixes, device)
+    src, lengths = pad_prefixes(prefixes, device)
     trg = torch.tensor(sequences, dtype=torch.long, device=device)
     logp = torch.log_softmax(model(src, trg, lengths), dim=2).gather(2, trg[:, 1:].unsqueeze(2)).squeeze(2)
     known = torch.tensor([known_tokens(len(p), L) for p in prefixes], device=device)

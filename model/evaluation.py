@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .config import ModelConfig
 from .data import best_continuations, random_sequences
-from .decoding import greedy_tensor, known_tokens
+from .decoding import greedy_tensor, known_tokens, pad_prefixes
 from .network import Seq2Seq
 
 HELD_OUT_SEED_OFFSET = 1_000_003  # the held-out stream never coincides with the training stream
@@ -53,10 +53,7 @@ def copy_set(sequences: Tensor) -> EvalSet:
 def corpus_set(config: ModelConfig, sequences: list[list[int]], prefix_lengths: tuple[int, ...]) -> EvalSet:
     best = best_continuations(sequences, prefix_lengths)
     prefixes = sorted(best, key=lambda p: (len(p), p))
-    lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
-    src = torch.zeros(len(prefixes), int(lengths.max()), dtype=torch.long)
-    for i, p in enumerate(prefixes):
-        src[i, : len(p)] = torch.tensor(p)
+    src, lengths = pad_prefixes(prefixes)
     known = torch.tensor([known_tokens(len(p), config.seq_length) for p in prefixes])
     uniform = None if bool((lengths == lengths[0]).all()) else lengths
     return EvalSet("top1_agreement", src, uniform, known, [best[p] for p in prefixes])
