@@ -6,7 +6,10 @@ the decoder rebuilds it from its first token.
 
 Exact top-k expands the tree of continuations level by level: a state is computed once per distinct
 partial sequence (1 + V + V^2 + ... rows instead of V^n full sequences), and the top k are taken from all
-V^n complete scores. Beam search is the same expansion, pruned to a width at each level.
+V^n complete scores. Beam search is the same expansion, pruned to a width at each level. Which of the two
+runs, and how rows are split into decoder calls, is decided from an estimate of the work and memory
+(model/cost.py), so a small vocabulary with long sequences and a large hidden size cannot make one request
+enumerate tens of thousands of rows.
 """
 from __future__ import annotations
 
@@ -15,9 +18,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .network import Seq2Seq
+from .cost import (
+    EXACT_LIMIT,
+    TOPK_BYTES_BUDGET,
+    TOPK_WORK_BUDGET,
+    Cost,
+    Plan,
+    chunk_rows,
+    greedy_cost,
+    known_tokens,
+    topk_plan,
+)
+from .network import Memory, Seq2Seq, State
 
-EXACT_LIMIT = 100_000  # continuations scored exhaustively; beyond this, beam search
+__all__ = ["EXACT_LIMIT", "TOPK_WORK_BUDGET", "Candidate", "Cost", "Decoded", "Plan", "PrefixError", "check_prefix",
+           "greedy", "greedy_cost", "greedy_tensor", "known_tokens", "pad_prefixes", "score", "topk", "topk_plan"]
 
 
 class PrefixError(ValueError):
@@ -47,11 +62,6 @@ def check_prefix(prefix: list[int], model: Seq2Seq) -> None:
             raise PrefixError(f"token {tok} is outside the vocabulary 0..{cfg.vocab_size - 1}")
 
 
-def known_tokens(prefix_len: int, seq_length: int) -> int:
-    """How many leading tokens the decoder is given: the whole prefix, or just the first in the copy task."""
-    return prefix_len if prefix_len < seq_length else 1
-
-
 def pad_prefixes(prefixes, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """Right-pad prefixes with zeros into one tensor; also return their lengths (on the CPU, as packing wants)."""
     sizes = [len(p) for p in prefixes]
@@ -66,20 +76,31 @@ def _device(model: Seq2Seq) -> torch.device:
 
 @torch.inference_mode()
 def greedy_tensor(model: Seq2Seq, src: Tensor, lengths: Tensor | None, known: Tensor,
-                  want_attention: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+                  want_attention: bool = False, chunk: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Greedy decoding of a batch. known[i] leading tokens of src[i] are forced.
 
     Returns sequences (B, L), per-position log-probabilities of the chosen tokens (B, L-1, zero where
-    forced), per-position probabilities, and attention (B, L-1, src_len) when asked for.
+    forced), per-position probabilities, and attention (B, L-1, src_len) when asked for. A batch larger than
+    `chunk` rows (default: what one decoder call's budget allows, cost.chunk_rows) runs in several calls.
     """
+    rows = chunk or chunk_rows(model.config, src.size(1))
+    if src.size(0) <= rows:
+        return _greedy(model, src, lengths, known, want_attention)
+    parts = [_greedy(model, src[i:i + rows], None if lengths is None else lengths[i:i + rows], known[i:i + rows],
+                     want_attention) for i in range(0, src.size(0), rows)]
+    return tuple(None if part[0] is None else torch.cat(part) for part in zip(*parts))  # type: ignore[return-value]
+
+
+def _greedy(model: Seq2Seq, src: Tensor, lengths: Tensor | None, known: Tensor,
+            want_attention: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     L = model.config.seq_length
     B = src.size(0)
+    forced_until = min(int(known.max()), src.size(1))  # past this step no row has a forced token
     state, memory = model.encode(src, lengths)
     known = known.to(src.device)
     seq = torch.zeros(B, L, dtype=torch.long, device=src.device)
     seq[:, 0] = src[:, 0]
     step_logits, attn = [], []
-    forced_until = min(int(known.max()), src.size(1))  # past this step no row has a forced token
     for t in range(1, L):
         logits, state, weights = model.decoder.step(seq[:, t - 1], state, memory)
         best = logits.argmax(dim=1)
@@ -115,23 +136,54 @@ def greedy(model: Seq2Seq, prefixes: list[list[int]], want_attention: bool = Fal
     return results
 
 
+def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, chunk: int) -> tuple[Tensor, State]:
+    """One decoder step over B*N rows (N per prefix, prefix-major), in calls of at most `chunk` rows.
+
+    Each call takes whole prefixes' rows when they fit, else part of one prefix's rows, with the memory of
+    just those prefixes, shared by broadcasting."""
+    R = tokens.size(0)
+    if R <= chunk:
+        logits, state, _ = model.decoder.step(tokens, state, memory)
+        return logits, state
+    if memory is None:
+        spans = [(i, min(i + chunk, R), None) for i in range(0, R, chunk)]
+    else:
+        B = memory.outputs.size(0)
+        N = R // B
+        if N <= chunk:
+            per = chunk // N
+            spans = [(b * N, min(b + per, B) * N, memory.slice(b, min(b + per, B))) for b in range(0, B, per)]
+        else:
+            spans = [(b * N + i, b * N + min(i + chunk, N), memory.slice(b, b + 1))
+                     for b in range(B) for i in range(0, N, chunk)]
+    out, hs, cs = [], [], []
+    for lo, hi, mem in spans:
+        logits, (h, c), _ = model.decoder.step(tokens[lo:hi], (state[0][lo:hi], state[1][lo:hi]), mem)
+        out.append(logits)
+        hs.append(h)
+        cs.append(c)
+    return torch.cat(out), (torch.cat(hs), torch.cat(cs))
+
+
 @torch.inference_mode()
-def _expand(model: Seq2Seq, src: Tensor, known: int, k: int, width: int | None) -> tuple[Tensor, Tensor]:
-    """Tree expansion for B prefixes sharing `known`: returns (B, k') sequences and scores, best first."""
+def _expand(model: Seq2Seq, src: Tensor, known: int, k: int, width: int | None,
+            chunk: int) -> tuple[Tensor, Tensor]:
+    """Tree expansion for B prefixes sharing `known`: returns (B, k') sequences and scores, best first.
+
+    The N partial sequences of a prefix are N decoder rows that attend over that prefix's one memory."""
     V, L = model.config.vocab_size, model.config.seq_length
     B = src.size(0)
     state, memory = model.encode(src)
     tokens = src[:, 0]
     for t in range(1, known):
-        _, state, _ = model.decoder.step(tokens, state, memory)
+        _, state = _step(model, tokens, state, memory, chunk)
         tokens = src[:, t]
     seqs = src[:, :known].unsqueeze(1)  # (B, N, t)
     scores = torch.zeros(B, 1, device=src.device)
-    batch = torch.arange(B, device=src.device)
-    rows_memory = memory
+    offsets = torch.arange(B, device=src.device).view(B, 1)
     for t in range(known, L):
         N = scores.size(1)
-        logits, state, _ = model.decoder.step(tokens, state, rows_memory)
+        logits, state = _step(model, tokens, state, memory, chunk)
         cand = (scores.unsqueeze(2) + torch.log_softmax(logits, dim=1).view(B, N, V)).view(B, N * V)
         keep = min(k, N * V) if t == L - 1 else (N * V if width is None else min(width, N * V))
         if keep < N * V or t == L - 1:
@@ -141,39 +193,42 @@ def _expand(model: Seq2Seq, src: Tensor, known: int, k: int, width: int | None) 
         parent, token = idx // V, idx % V
         seqs = torch.cat((seqs.gather(1, parent.unsqueeze(2).expand(-1, -1, seqs.size(2))), token.unsqueeze(2)), dim=2)
         if t < L - 1:
-            rows = (batch.view(B, 1) * N + parent).view(-1)
+            rows = (offsets * N + parent).view(-1)
             state = (state[0].index_select(0, rows), state[1].index_select(0, rows))
-            if memory is not None:
-                rows_memory = memory.index_select(batch.repeat_interleave(parent.size(1)))
             tokens = token.reshape(-1)
     return seqs, scores
 
 
 def topk(model: Seq2Seq, prefixes: list[list[int]], k: int, beam_width: int | None = None,
-         exact_limit: int = EXACT_LIMIT) -> list[list[Candidate]]:
+         exact_limit: int = EXACT_LIMIT, budget: int = TOPK_WORK_BUDGET,
+         chunk: int | None = None) -> list[list[Candidate]]:
     """The k most likely distinct complete sequences for each prefix, best first.
 
-    Exact (every continuation scored) when V^(generated positions) <= exact_limit and no beam width is
-    given; otherwise beam search with the given width (default max(4k, 32)).
+    Exact (every continuation scored) when topk_plan says it fits `budget` (multiply-adds per prefix) and
+    exact_limit, and no beam width is given; otherwise beam search with the given width or the plan's.
+    `chunk` caps the rows of one decoder call (default: the plan's).
     """
     if k < 1:
         raise PrefixError(f"k must be at least 1, got {k}")
     for p in prefixes:
         check_prefix(p, model)
-    V, L = model.config.vocab_size, model.config.seq_length
+    L = model.config.seq_length
     device = _device(model)
     results: list[list[Candidate] | None] = [None] * len(prefixes)
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[int, list[int]] = {}
     for i, p in enumerate(prefixes):
-        groups.setdefault((len(p), known_tokens(len(p), L)), []).append(i)
-    for (_, known), members in groups.items():
-        exact = beam_width is None and V ** (L - known) <= exact_limit
-        width = None if exact else (beam_width or max(4 * k, 32))
-        src = torch.tensor([prefixes[i] for i in members], dtype=torch.long, device=device)
-        seqs, scores = _expand(model, src, known, k, width)
-        seqs, scores = seqs.cpu(), scores.cpu()
-        for row, i in enumerate(members):
-            results[i] = [Candidate(s, float(v)) for s, v in zip(seqs[row].tolist(), scores[row].tolist())]
+        groups.setdefault(len(p), []).append(i)
+    for size, members in groups.items():
+        plan = topk_plan(model.config, size, k, beam_width, exact_limit, budget)
+        per_call = max(1, TOPK_BYTES_BUDGET // max(plan.bytes, 1))  # prefixes searched together
+        for start in range(0, len(members), per_call):
+            part = members[start:start + per_call]
+            src = torch.tensor([prefixes[i] for i in part], dtype=torch.long, device=device)
+            seqs, scores = _expand(model, src, known_tokens(size, L), k, None if plan.exact else plan.width,
+                                   chunk or plan.chunk_rows)
+            seqs, scores = seqs.cpu().tolist(), scores.cpu().tolist()
+            for row, i in enumerate(part):
+                results[i] = [Candidate(s, v) for s, v in zip(seqs[row], scores[row])]
     return results  # type: ignore[return-value]
 
 

@@ -22,15 +22,19 @@ FUSED_LSTM_MIN_BATCH = 512
 
 
 class Memory(NamedTuple):
-    """What the decoder attends over: encoder outputs, their precomputed attention keys, padding mask."""
+    """What the decoder attends over: encoder outputs, their precomputed attention keys, padding mask.
+
+    A decoder step may run N rows per source sequence (the partial sequences of a search): rows are ordered
+    sequence-major, and the N rows of sequence b share memory[b] by broadcasting, never by copies.
+    """
 
     outputs: Tensor  # (batch, src_len, hidden)
     keys: Tensor  # (batch, src_len, hidden): the encoder half of attention's first Linear, plus its bias
     mask: Tensor | None  # (batch, src_len) True where a position is padding
 
-    def index_select(self, index: Tensor) -> "Memory":
-        mask = None if self.mask is None else self.mask.index_select(0, index)
-        return Memory(self.outputs.index_select(0, index), self.keys.index_select(0, index), mask)
+    def slice(self, start: int, stop: int) -> "Memory":
+        mask = None if self.mask is None else self.mask[start:stop]
+        return Memory(self.outputs[start:stop], self.keys[start:stop], mask)
 
 
 class Encoder(nn.Module):
@@ -64,12 +68,14 @@ class Attention(nn.Module):
         return F.linear(encoder_outputs, self.attn.weight[:, self.hidden_dim :], self.attn.bias)
 
     def forward(self, hidden: Tensor, keys: Tensor, mask: Tensor | None = None) -> Tensor:
-        query = F.linear(hidden, self.attn.weight[:, : self.hidden_dim])
-        energy = torch.tanh(keys + query.unsqueeze(1))
-        scores = self.v(energy).squeeze(2)
+        """Weights (B*N, src_len) for hidden (B*N, H), N rows per sequence of keys (B, src_len, H)."""
+        B, S, H = keys.shape
+        query = F.linear(hidden, self.attn.weight[:, :H]).view(B, -1, 1, H)
+        energy = torch.tanh(keys.unsqueeze(1) + query)  # (B, N, S, H): keys broadcast over the N rows
+        scores = self.v(energy).squeeze(3)
         if mask is not None:
-            scores = scores.masked_fill(mask, float("-inf"))
-        return torch.softmax(scores, dim=1)
+            scores = scores.masked_fill(mask.unsqueeze(1), float("-inf"))
+        return torch.softmax(scores, dim=2).view(-1, S)
 
 
 class Decoder(nn.Module):
@@ -82,14 +88,17 @@ class Decoder(nn.Module):
         self.fc = nn.Linear(hidden_dim + context, vocab_size)
 
     def step(self, tokens: Tensor, state: State, memory: Memory | None) -> tuple[Tensor, State, Tensor | None]:
-        """One decoder step for a batch of previous tokens: logits (batch, vocab), new state, attention."""
+        """One decoder step for rows of previous tokens: logits (rows, vocab), new state, attention.
+
+        rows may be a multiple N of the memory's batch: N rows per source sequence, sequence-major."""
         h, c = state
         emb = self.embedding(tokens)
         weights = None
         if self.attention is not None:
             assert memory is not None, "an attention decoder needs the encoder's memory"
             weights = self.attention(h, memory.keys, memory.mask)
-            context = torch.bmm(weights.unsqueeze(1), memory.outputs).squeeze(1)
+            B, S, H = memory.outputs.shape
+            context = torch.bmm(weights.view(B, -1, S), memory.outputs).view(-1, H)
             emb = torch.cat((emb, context), dim=1)
         lstm = self.lstm
         if emb.size(0) >= FUSED_LSTM_MIN_BATCH:
