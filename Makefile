@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install browser test run train-default bench screenshots clean
+.PHONY: install browser postgres test run train-default bench screenshots clean
 
 install: $(STAMP)
 
@@ -27,7 +27,14 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "warning: could not install chromium; the browser tests will fail (set SEQ2SEQ_CHROMIUM)"
 
-test: install browser
+# The storage tests start a throwaway PostgreSQL server (tests/postgres.py) from Debian's server binaries.
+PG_CTL_GLOB := /usr/lib/postgresql/*/bin/pg_ctl
+postgres:
+	@ls $(PG_CTL_GLOB) >/dev/null 2>&1 || { echo "installing Debian's postgresql for the storage tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
+		|| echo "warning: could not install postgresql; the PostgreSQL storage tests will be skipped (set PG_BIN)"
+
+test: install browser postgres
 	$(BIN)/ruff check model app bench tests docs
 	$(BIN)/python -m pytest -q
 

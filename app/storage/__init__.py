@@ -1,0 +1,58 @@
+"""Where the service keeps models, jobs and the active-model pointer: one database, SQLite or PostgreSQL.
+
+    storage = open_storage("sqlite:///data/seq2seq.db")     # or postgresql://user:pass@host:5432/db
+    storage.models.register_trained(...); storage.models.activate("m-1")
+    job = storage.jobs.claim(owner, host, pid, lease_s=30)
+    watcher = storage.watch_active(on_change).start()
+
+Synchronous throughout (call it via asyncio.to_thread from async code). Imports nothing from the HTTP layer;
+`model/` only when a checkpoint is loaded (checkpoints.py). Modules: engine (URLs, engines, transactions),
+schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
+jobs (JobStore), watcher (ActiveWatcher), checkpoints (hash and load from bytes), clock, errors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from .checkpoints import load_checkpoint, sha256_of, verify_checkpoint
+from .engine import default_url, is_postgres, make_engine, normalize_url, sqlite_path
+from .errors import Conflict, IntegrityFailure, NotFound, QueueFull, StorageError
+from .jobs import JobStore, LeaseLost
+from .legacy import LegacyReport, import_legacy
+from .migrate import MigrationResult, head_revision, migrate
+from .models import ModelStore, Verifier
+from .watcher import ActiveWatcher, Callback
+
+__all__ = [
+    "ActiveWatcher", "Conflict", "IntegrityFailure", "JobStore", "LeaseLost", "LegacyReport", "MigrationResult",
+    "ModelStore", "NotFound", "QueueFull", "Storage", "StorageError", "default_url", "head_revision",
+    "import_legacy", "is_postgres", "load_checkpoint", "make_engine", "migrate", "normalize_url", "open_storage",
+    "sha256_of", "sqlite_path", "verify_checkpoint",
+]
+
+
+class Storage:
+    """One engine and the stores on it; one per process."""
+
+    def __init__(self, engine: Engine, verify: Verifier | None = verify_checkpoint):
+        self.engine = engine
+        self.models = ModelStore(engine, verify)
+        self.jobs = JobStore(engine, verify)
+
+    def watch_active(self, callback: Callback, **kwargs) -> ActiveWatcher:
+        """A watcher on this engine (not started); see ActiveWatcher for the keyword arguments."""
+        return ActiveWatcher(self.engine, callback, **kwargs)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_storage(url: str, *, run_migrations: bool = True, legacy_data_dir: Path | str | None = None,
+                 verify: Verifier | None = verify_checkpoint) -> Storage:
+    """Engine for url, migrated first (under the migration lock) unless run_migrations is False."""
+    engine = make_engine(url)
+    if run_migrations:
+        migrate(engine, legacy_data_dir)
+    return Storage(engine, verify)

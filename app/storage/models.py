@@ -1,0 +1,185 @@
+"""The model registry: trained checkpoints as bytes in the database, shipped ones as read-only files, one active.
+
+Activation and deletion both lock the active pointer first (PostgreSQL: SELECT ... FOR UPDATE on its one row;
+SQLite: BEGIN IMMEDIATE), so they serialize: the pointer can never name a deleted model, and concurrent
+activations leave one winner whose version counts every activation. The foreign key from the pointer to
+models backs this up in the schema. An activation on PostgreSQL also NOTIFYs, inside its transaction, so
+other processes hear of it only once it is committed (see watcher.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import clock
+from .checkpoints import check_sha256, verify_checkpoint
+from .engine import is_postgres, read, write
+from .errors import Conflict, IntegrityFailure, NotFound
+from .rows import model_dict
+from .schema import active_model, models
+
+NOTIFY_CHANNEL = "seq2seq_active"
+Verifier = Callable[[bytes], None]
+
+
+def _described():
+    """Every column but the checkpoint bytes, plus their size and whether the model is the active one."""
+    pointer = sa.select(active_model.c.model_id).where(active_model.c.id == 1).scalar_subquery()
+    return sa.select(models.c.id, models.c.source, models.c.path, models.c.sha256, models.c.created_at,
+                     models.c.info, sa.func.length(models.c.checkpoint).label("size"),
+                     sa.case((models.c.id == pointer, True), else_=False).label("active"))
+
+
+def lock_pointer(conn: Connection) -> tuple[str | None, int]:
+    """Read the active pointer and hold it until the transaction ends."""
+    row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version)
+                       .where(active_model.c.id == 1).with_for_update()).one()
+    return row.model_id, row.version
+
+
+def activate_in(conn: Connection, model_id: str) -> int:
+    """Point at model_id within the caller's write transaction; returns the new version."""
+    _, version = lock_pointer(conn)
+    if conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first() is None:
+        raise NotFound(f"model {model_id!r} is not registered")
+    version += 1
+    conn.execute(sa.update(active_model).where(active_model.c.id == 1)
+                 .values(model_id=model_id, version=version, changed_at=clock.iso(clock.db_now(conn))))
+    if is_postgres(conn):
+        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, json.dumps({"model_id": model_id,
+                                                                           "version": version}))))
+    return version
+
+
+def insert_trained(conn: Connection, model_id: str, checkpoint: bytes, sha256: str, created_at: str,
+                   info: dict) -> None:
+    """Insert within the caller's write transaction; the bytes must already be verified."""
+    if conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first() is not None:
+        raise Conflict(f"model {model_id!r} is already registered")
+    try:
+        with conn.begin_nested():  # a concurrent insert of the same id turns into Conflict, not a dead transaction
+            conn.execute(sa.insert(models).values(id=model_id, source="trained", path=None, sha256=sha256,
+                                                  created_at=created_at, info=json.dumps(info),
+                                                  checkpoint=checkpoint))
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"model {model_id!r} is already registered") from exc
+
+
+def verified(checkpoint: bytes, sha256: str, model_id: str, verify: Verifier | None) -> None:
+    check_sha256(checkpoint, sha256, f"model {model_id!r}")
+    if verify is not None:
+        try:
+            verify(checkpoint)
+        except IntegrityFailure:
+            raise
+        except Exception as exc:  # a verifier may raise anything: the checkpoint is refused either way
+            raise IntegrityFailure(f"model {model_id!r} does not load: {exc}") from exc
+
+
+class ModelStore:
+    """Synchronous; safe to share between threads (each call takes its own pooled connection)."""
+
+    def __init__(self, engine: Engine, verify: Verifier | None = verify_checkpoint):
+        self.engine = engine
+        self.verify = verify  # called with the bytes before a trained model is registered; raises if unusable
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def list(self) -> list[dict]:
+        """Newest first; each: id, source, path, sha256, created_at, info, size (bytes; None if shipped), active."""
+        with read(self.engine) as conn:
+            rows = conn.execute(_described().order_by(models.c.created_at.desc(), models.c.id)).mappings().all()
+        return [model_dict(r) for r in rows]
+
+    def get(self, model_id: str) -> dict:
+        with read(self.engine) as conn:
+            row = conn.execute(_described().where(models.c.id == model_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"model {model_id!r} is not registered")
+        return model_dict(row)
+
+    def checkpoint_bytes(self, model_id: str) -> bytes:
+        """The checkpoint, its SHA-256 checked again on every read (a shipped model's file is read from disk)."""
+        with read(self.engine) as conn:
+            row = conn.execute(sa.select(models.c.source, models.c.path, models.c.sha256, models.c.checkpoint)
+                               .where(models.c.id == model_id)).first()
+        if row is None:
+            raise NotFound(f"model {model_id!r} is not registered")
+        if row.source == "shipped":
+            try:
+                blob = Path(row.path).read_bytes()
+            except OSError as exc:
+                raise IntegrityFailure(f"model {model_id!r}: {row.path} cannot be read ({exc})") from exc
+        else:
+            blob = bytes(row.checkpoint)
+        check_sha256(blob, row.sha256, f"model {model_id!r}")
+        return blob
+
+    def active(self) -> tuple[str | None, int]:
+        """(model id or None when none was ever activated, version); the version grows on every activation."""
+        with read(self.engine) as conn:
+            row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version)
+                               .where(active_model.c.id == 1)).one()
+        return row.model_id, row.version
+
+    def count_trained(self) -> int:
+        with read(self.engine) as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(models)
+                                .where(models.c.source == "trained")).scalar_one()
+
+    def oldest_trained(self, limit: int, exclude_active: bool = True) -> list[str]:
+        """Ids of trained models, oldest first: the candidates a quota would remove."""
+        query = sa.select(models.c.id).where(models.c.source == "trained")
+        if exclude_active:
+            pointer = sa.select(active_model.c.model_id).where(active_model.c.id == 1).scalar_subquery()
+            query = query.where(sa.or_(pointer.is_(None), models.c.id != pointer))
+        with read(self.engine) as conn:
+            return list(conn.execute(query.order_by(models.c.created_at, models.c.id).limit(limit)).scalars())
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def register_trained(self, model_id: str, checkpoint: bytes, sha256: str, created_at: str, info: dict) -> dict:
+        """Verify (SHA-256, then that it loads), then insert. Raises IntegrityFailure or Conflict (id taken)."""
+        verified(checkpoint, sha256, model_id, self.verify)
+        with write(self.engine) as conn:
+            insert_trained(conn, model_id, checkpoint, sha256, created_at, info)
+        return self.get(model_id)
+
+    def upsert_shipped(self, model_id: str, path: Path | str, sha256: str, created_at: str, info: dict) -> dict:
+        """Record (or refresh) a checkpoint shipped in weights/; refuses to overwrite a trained model's id."""
+        values = {"path": str(path), "sha256": sha256, "created_at": created_at, "info": json.dumps(info)}
+        with write(self.engine) as conn:
+            source = conn.execute(sa.select(models.c.source).where(models.c.id == model_id)
+                                  .with_for_update()).scalar()
+            if source == "trained":
+                raise Conflict(f"model {model_id!r} is a trained model; a shipped file cannot replace it")
+            if source is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(sa.insert(models).values(id=model_id, source="shipped", checkpoint=None, **values))
+                except sa.exc.IntegrityError:  # another process inserted it first: refresh it instead
+                    conn.execute(sa.update(models).where(models.c.id == model_id, models.c.source == "shipped")
+                                 .values(**values))
+            else:
+                conn.execute(sa.update(models).where(models.c.id == model_id).values(**values))
+        return self.get(model_id)
+
+    def activate(self, model_id: str) -> int:
+        """Make model_id the active model; returns the new version. NotFound if it is not registered."""
+        with write(self.engine) as conn:
+            return activate_in(conn, model_id)
+
+    def delete(self, model_id: str) -> None:
+        """Remove a trained model; Conflict for a shipped or the active model (checked under the pointer's lock)."""
+        with write(self.engine) as conn:
+            active_id, _ = lock_pointer(conn)
+            source = conn.execute(sa.select(models.c.source).where(models.c.id == model_id)).scalar()
+            if source is None:
+                raise NotFound(f"model {model_id!r} is not registered")
+            if source == "shipped":
+                raise Conflict(f"model {model_id!r} is shipped with the service and cannot be deleted")
+            if model_id == active_id:
+                raise Conflict(f"model {model_id!r} is active; activate another model first")
+            conn.execute(sa.delete(models).where(models.c.id == model_id))

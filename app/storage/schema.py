@@ -1,0 +1,75 @@
+"""The tables, as SQLAlchemy Core objects the stores query. Migrations in `migrations/versions/` create them.
+
+Timestamps are TEXT in one fixed UTC ISO-8601 form (`2026-11-27T12:34:56.789+00:00`, see `clock.py`), so
+they sort and compare as strings on both engines. JSON columns are TEXT written with json.dumps.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
+SOURCES = ("shipped", "trained")
+
+models = sa.Table(
+    "models", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("path", sa.Text),  # shipped models only: a read-only file in weights/
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("info", sa.Text, nullable=False),
+    sa.Column("checkpoint", sa.LargeBinary),  # trained models only: the checkpoint file's bytes
+    sa.CheckConstraint("source IN ('shipped', 'trained')", name="ck_models_source"),
+    sa.CheckConstraint("(source = 'shipped' AND path IS NOT NULL AND checkpoint IS NULL) OR "
+                       "(source = 'trained' AND checkpoint IS NOT NULL)", name="ck_models_storage"),
+)
+sa.Index("ix_models_source_created", models.c.source, models.c.created_at)
+sa.Index("ix_models_created", models.c.created_at)
+
+# Exactly one row (id = 1). model_id NULL means "none activated yet": the service's default model applies.
+active_model = sa.Table(
+    "active_model", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("model_id", sa.String(64), sa.ForeignKey("models.id", name="fk_active_model_model")),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("changed_at", sa.Text),
+    sa.CheckConstraint("id = 1", name="ck_active_model_single_row"),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),    # JSON: the job as shown (dataset summarized)
+    sa.Column("body", sa.Text),                      # JSON: the full request, so any machine can run it
+    sa.Column("progress", sa.Text, nullable=False),  # JSON
+    sa.Column("history", sa.Text, nullable=False),   # JSON list
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("started_at", sa.Text),
+    sa.Column("finished_at", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("model_id", sa.String(64)),            # the id its model gets; no foreign key: set before it exists
+    sa.Column("activated", sa.Boolean, nullable=False),
+    sa.Column("activation_reason", sa.Text),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", sa.Text),
+    sa.Column("worker_host", sa.String(255)),
+    sa.Column("worker_pid", sa.Integer),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_jobs_status"),
+)
+sa.Index("ix_jobs_status_seq", jobs.c.status, jobs.c.seq)                 # claim, queue length, counts
+sa.Index("ix_jobs_status_lease", jobs.c.status, jobs.c.lease_expires_at)  # requeue_expired
+
+# Bookkeeping that is not data: which one-off steps (the legacy import) have run.
+meta = sa.Table(
+    "storage_meta", metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

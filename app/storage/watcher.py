@@ -1,0 +1,110 @@
+"""Tell a process when another one activates a model.
+
+PostgreSQL: LISTEN on the channel that activation NOTIFYs inside its transaction (so the message arrives
+only once the change is committed), with a slower poll as a fallback for anything missed while the
+connection was down; a lost connection is re-opened on its own. SQLite: a poll of the one-row pointer every
+0.2 s (an indexed single-row read). Either way the callback runs on the watcher's thread with
+(model_id, version) each time the version differs from the last one seen, and the database is the authority:
+a notification only prompts a read.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .engine import make_engine, read
+from .models import NOTIFY_CHANNEL
+from .schema import active_model
+
+log = logging.getLogger("seq2seq.storage.watcher")
+Callback = Callable[[str | None, int], None]
+SQLITE_POLL_S = 0.2
+POSTGRES_FALLBACK_POLL_S = 5.0
+RECONNECT_S = 0.5
+
+
+class ActiveWatcher:
+    """ActiveWatcher(engine_or_url, callback).start() ... .stop().
+
+    since_version: the version the caller already acted on (e.g. from ModelStore.active()); if the pointer has
+    moved past it by the time the watcher starts, the callback fires at once, so nothing falls in between."""
+
+    def __init__(self, engine: Engine | str, callback: Callback, *, since_version: int | None = None,
+                 poll_s: float | None = None, reconnect_s: float = RECONNECT_S):
+        self._owns_engine = not isinstance(engine, Engine)
+        self.engine = make_engine(engine) if self._owns_engine else engine
+        self.callback = callback
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self.poll_s = poll_s if poll_s is not None else (POSTGRES_FALLBACK_POLL_S if self.postgres else SQLITE_POLL_S)
+        self.reconnect_s = reconnect_s
+        self.last: tuple[str | None, int] | None = None
+        self._since = since_version
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> tuple[str | None, int]:
+        """Read the pointer now, start watching, and return what was read."""
+        current = self._read_engine()
+        self._seen(*current, fire=self._since is not None and current[1] != self._since)
+        self._thread = threading.Thread(target=self._run, name="active-model-watcher", daemon=True)
+        self._thread.start()
+        return current
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._owns_engine:
+            self.engine.dispose()
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _read_engine(self) -> tuple[str | None, int]:
+        with read(self.engine) as conn:
+            row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version)
+                               .where(active_model.c.id == 1)).one()
+        return row.model_id, row.version
+
+    def _seen(self, model_id: str | None, version: int, fire: bool = True) -> None:
+        if self.last is not None and self.last[1] == version:
+            return
+        self.last = (model_id, version)
+        if fire:
+            try:
+                self.callback(model_id, version)
+            except Exception:  # the watcher outlives a failing callback
+                log.exception("active-model callback failed for %s (version %d)", model_id, version)
+
+    def _check(self) -> None:
+        self._seen(*self._read_engine())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen() if self.postgres else self._poll()
+            except Exception as exc:  # the database went away: say so once per attempt and try again
+                log.warning("active-model watcher lost the database (%s); retrying", exc)
+                self._stop.wait(self.reconnect_s)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._check()
+            self._stop.wait(self.poll_s)
+
+    def _listen(self) -> None:
+        import psycopg
+
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._check()  # after LISTEN: an activation between the last read and now is not missed
+            next_poll = time.monotonic() + self.poll_s
+            while not self._stop.is_set():
+                notified = any(True for _ in conn.notifies(timeout=0.2))
+                if notified or time.monotonic() >= next_poll:
+                    self._check()
+                    next_poll = time.monotonic() + self.poll_s

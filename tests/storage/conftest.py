@@ -1,0 +1,49 @@
+"""Every storage test runs on both engines: `db_url` is a fresh SQLite file or a fresh PostgreSQL database."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from app.storage import Storage, migrate, open_storage
+from tests.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.storage.helpers import Ckpt
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'seq2seq.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def storage(db_url) -> Storage:
+    migrate(db_url)
+    opened = open_storage(db_url, run_migrations=False)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> list[Ckpt]:
+    """Three small, real, distinct checkpoints written by model.checkpoint (what a training job produces)."""
+    import torch
+
+    from model import checkpoint
+    from model.config import ModelConfig
+    from model.network import Seq2Seq
+
+    out = []
+    folder = tmp_path_factory.mktemp("checkpoints")
+    for i in range(3):
+        torch.manual_seed(i)
+        net = Seq2Seq(ModelConfig(embedding_dim=4, hidden_dim=4 + i, attention=bool(i % 2)))
+        path = folder / f"c{i}.pt"
+        digest = checkpoint.save(path, net, {"accuracy": 0.5 + i / 10}, name=f"c{i}")
+        blob = path.read_bytes()
+        assert hashlib.sha256(blob).hexdigest() == digest
+        out.append(Ckpt(blob, digest, f"2026-01-0{i + 1}T00:00:00+00:00", {"name": f"c{i}", "n": i}))
+    return out

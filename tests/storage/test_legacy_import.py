@@ -1,0 +1,152 @@
+"""The previous version's data (app/db.py's SQLite file, DATA_DIR/models/*.pt with .sha256 manifests, the
+active pointer in `state`, queued job bodies in DATA_DIR/jobs/) survives the move to the new storage: into the
+same SQLite file, or into PostgreSQL. Nothing is lost, and importing again changes nothing."""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from app.storage import migrate, open_storage, sqlite_path
+from model import checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# app/db.py's SCHEMA as of commit 2f77016, the last version that wrote this format; frozen here on purpose.
+LEGACY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT NOT NULL,
+    sha256 TEXT NOT NULL, created_at TEXT NOT NULL, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status TEXT NOT NULL, config TEXT NOT NULL,
+    progress TEXT NOT NULL, history TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
+    error TEXT, model_id TEXT, activated INTEGER NOT NULL DEFAULT 0, activation_reason TEXT);
+"""
+
+
+def open_legacy_db(path: Path, builder: str) -> sqlite3.Connection:
+    """The old database, created by the old code itself when it is still importable, else by its frozen schema."""
+    if builder == "app.db":
+        db_module = pytest.importorskip("app.db")
+        if not hasattr(db_module, "Database"):
+            pytest.skip("app.db no longer holds the previous version's Database")
+        db_module.Database(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(LEGACY_SCHEMA)
+    return conn
+
+
+def build_legacy_data_dir(data_dir: Path, checkpoints, builder: str) -> dict:
+    """What the previous version leaves behind after a shipped model, two trained ones and five jobs."""
+    models_dir, jobs_dir = data_dir / "models", data_dir / "jobs"
+    models_dir.mkdir(parents=True)
+    jobs_dir.mkdir()
+    db = open_legacy_db(data_dir / "seq2seq.db", builder)
+    shipped = ROOT / "weights" / "default.pt"
+    default = checkpoint.load(shipped)
+    db.execute("INSERT INTO models VALUES ('default', 'shipped', ?, ?, ?, ?)",
+               (str(shipped), default.sha256, default.created_at, json.dumps({"name": "default"})))
+    trained = {}
+    for i, model_id in enumerate(("m-20260101-000000-aaaaaa", "m-20260102-000000-bbbbbb")):
+        path = models_dir / f"{model_id}.pt"
+        path.write_bytes(checkpoints[i].blob)  # as the worker wrote it, manifest beside it
+        checkpoint.manifest_path(path).write_text(f"{checkpoints[i].sha256}  {path.name}\n")
+        db.execute("INSERT INTO models VALUES (?, 'trained', ?, ?, ?, ?)",
+                   (model_id, str(path), checkpoints[i].sha256, checkpoints[i].created_at,
+                    json.dumps(checkpoints[i].info)))
+        trained[model_id] = checkpoints[i].blob
+    db.execute("INSERT INTO state VALUES ('active_model', 'm-20260102-000000-bbbbbb')")
+    jobs = {
+        "job-1": ("succeeded", "m-20260101-000000-aaaaaa", 1, "activated: always", None),
+        "job-2": ("failed", "m-x2", 0, None, "the training process exited with status 1"),
+        "job-3": ("cancelled", "m-x3", 0, None, None),
+        "job-4": ("running", "m-x4", 0, None, None),
+        "job-5": ("queued", "m-x5", 0, None, None),
+    }
+    for seq, (job_id, (status, model_id, activated, reason, error)) in enumerate(jobs.items(), start=1):
+        started = None if status == "queued" else f"2026-01-0{seq}T00:00:01.000+00:00"
+        finished = f"2026-01-0{seq}T00:00:09.000+00:00" if status in ("succeeded", "failed", "cancelled") else None
+        db.execute("INSERT INTO jobs(id, seq, status, config, progress, history, created_at, started_at, finished_at, "
+                   "error, model_id, activated, activation_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (job_id, seq, status, json.dumps({"name": job_id}), json.dumps({"step": seq}),
+                    json.dumps([{"step": seq, "loss": 1.0 / seq}]), f"2026-01-0{seq}T00:00:00.000+00:00", started,
+                    finished, error, model_id, activated, reason))
+    (jobs_dir / "job-5.json").write_text(json.dumps({"dataset": {"generator": "random"}, "name": "job-5"}))
+    db.close()
+    return {"trained": trained, "jobs": jobs, "default_sha": default.sha256}
+
+
+def legacy_dir_for(db_url: str, tmp_path: Path) -> Path:
+    path = sqlite_path(db_url)
+    return path.parent if path is not None else tmp_path / "legacy-data"  # SQLite: the very same file
+
+
+@pytest.mark.parametrize("builder", ["app.db", "frozen-schema"])
+def test_legacy_data_is_imported_without_loss(db_url, tmp_path, checkpoints, builder):
+    data_dir = legacy_dir_for(db_url, tmp_path)
+    legacy = build_legacy_data_dir(data_dir, checkpoints, builder)
+    storage = open_storage(db_url, legacy_data_dir=data_dir)
+    try:
+        models = {m["id"]: m for m in storage.models.list()}
+        assert set(models) == {"default", *legacy["trained"]}
+        assert (models["default"]["source"], models["default"]["path"]) == ("shipped", str(ROOT / "weights/default.pt"))
+        assert models["default"]["sha256"] == legacy["default_sha"]
+        for model_id, blob in legacy["trained"].items():
+            assert storage.models.checkpoint_bytes(model_id) == blob
+            assert models[model_id]["source"] == "trained"
+        assert models["m-20260101-000000-aaaaaa"]["info"] == checkpoints[0].info
+        assert storage.models.active() == ("m-20260102-000000-bbbbbb", 1)
+
+        jobs = {j["id"]: j for j in storage.jobs.list()}
+        assert [j["id"] for j in storage.jobs.list()] == ["job-5", "job-4", "job-3", "job-2", "job-1"]
+        for seq, (job_id, (status, model_id, activated, reason, error)) in enumerate(legacy["jobs"].items(), 1):
+            job = jobs[job_id]
+            assert (job["seq"], job["model_id"], job["activated"], job["activation_reason"]) == (
+                seq, model_id, bool(activated), reason)
+            assert (job["config"], job["progress"], job["history"]) == (
+                {"name": job_id}, {"step": seq}, [{"step": seq, "loss": 1.0 / seq}])
+            if status != "running":
+                assert (job["status"], job["error"]) == (status, error)
+        assert (jobs["job-4"]["status"], jobs["job-4"]["error"]) == ("failed", "interrupted")
+        assert jobs["job-4"]["finished_at"] is not None
+        claimed = storage.jobs.claim("w", "host", 1, lease_s=30)  # the queued job is still runnable
+        assert claimed["id"] == "job-5" and storage.jobs.body("job-5")["name"] == "job-5"
+    finally:
+        storage.close()
+
+
+def test_importing_again_changes_nothing(db_url, tmp_path, checkpoints):
+    data_dir = legacy_dir_for(db_url, tmp_path)
+    build_legacy_data_dir(data_dir, checkpoints, "frozen-schema")
+    storage = open_storage(db_url, legacy_data_dir=data_dir)
+    try:
+        storage.models.activate("default")
+        storage.models.delete("m-20260101-000000-aaaaaa")
+        storage.jobs.purge_finished(keep=0)
+        before = (storage.models.list(), storage.models.active(), storage.jobs.list())
+        again = open_storage(db_url, legacy_data_dir=data_dir)  # the next start: the marker says it is done
+        assert (again.models.list(), again.models.active(), again.jobs.list()) == before
+        again.close()
+    finally:
+        storage.close()
+
+
+def test_a_damaged_checkpoint_is_reported_and_the_rest_imported(db_url, tmp_path, checkpoints):
+    data_dir = legacy_dir_for(db_url, tmp_path)
+    build_legacy_data_dir(data_dir, checkpoints, "frozen-schema")
+    damaged = data_dir / "models" / "m-20260101-000000-aaaaaa.pt"
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    if sqlite_path(db_url) is None:  # the data directory moved since the old version wrote its absolute paths
+        relocated = tmp_path / "moved-data"
+        shutil.move(data_dir, relocated)
+        data_dir = relocated
+    result = migrate(db_url, legacy_data_dir=data_dir)
+    assert result.legacy.models == ["default", "m-20260102-000000-bbbbbb"]
+    assert [what for what, _ in result.legacy.skipped] == ["model m-20260101-000000-aaaaaa"]
+    assert "SHA-256" in result.legacy.skipped[0][1]
+    assert len(result.legacy.jobs) == 5 and result.legacy.active == "m-20260102-000000-bbbbbb"
+    assert sorted(p.name for p in (data_dir / "models").iterdir()) == [  # the old files are left in place
+        "m-20260101-000000-aaaaaa.pt", "m-20260101-000000-aaaaaa.pt.sha256",
+        "m-20260102-000000-bbbbbb.pt", "m-20260102-000000-bbbbbb.pt.sha256"]
