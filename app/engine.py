@@ -1,11 +1,19 @@
 """The one object the HTTP layer calls for inference: resolve the model, check the input, answer from the
-cache or decode in a batch. Answers are finished JSON bodies, so a cache hit costs a dictionary lookup."""
+cache or decode in a batch. Answers are finished JSON bodies, so a cache hit costs a dictionary lookup.
+
+Every request's decoding cost is estimated before it runs (model.decoding's cost model). Cheap requests are
+batched on the event loop, which is fastest for this model size; a dear one (a large model, a long top-k)
+runs alone on a worker thread, so the loop keeps answering everyone else, and a request that waits past
+its deadline gets 503 with the reason.
+"""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -13,9 +21,11 @@ from model import decoding
 
 from .batching import Batcher, Work
 from .cache import ResponseCache
-from .errors import InputError
+from .errors import ApiError, InputError
 from .metrics import Metrics
 from .registry import LoadedModel, Registry
+
+HEAVY_QUEUE = 16  # dear requests waiting for the worker thread; beyond this, 503 at once
 
 log = logging.getLogger("seq2seq.engine")
 
@@ -36,36 +46,73 @@ def check_tokens(field: str, prefix: list[int], loaded: LoadedModel) -> None:
 
 class Engine:
     def __init__(self, registry: Registry, metrics: Metrics, cache_size: int, max_batch: int, max_wait_s: float,
-                 threads: int = 1, use_thread: bool = False):
+                 threads: int = 1, use_thread: bool = False, decode_budget: int = 2_000_000_000,
+                 inline_budget: int = 20_000_000, timeout_s: float = 10.0):
         self.registry = registry
         self.metrics = metrics
         self.cache = ResponseCache(cache_size)
         registry.on_forget.append(self.cache.forget_model)
         self.batcher = Batcher(self._run_batch, max_batch, max_wait_s, on_batch=metrics.batch_size.observe,
                                thread_init=lambda: torch.set_num_threads(threads), use_thread=use_thread)
+        self.decode_budget = decode_budget
+        self.inline_budget = inline_budget
+        self.timeout_s = timeout_s
+        self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heavy-decode",
+                                         initializer=lambda: torch.set_num_threads(threads))
+        self._heavy_waiting = 0
 
     async def predict(self, model_id: str | None, prefix: list[int], attention: bool, field: str) -> bytes:
-        loaded = self.registry.resolve(model_id)
+        loaded = await self.registry.resolve_async(model_id)
         check_tokens(field, prefix, loaded)
         want_attention = attention and loaded.config.attention
         key = (loaded.id, "predict", tuple(prefix), want_attention)
-        return await self._answer(key, loaded)
+        return await self._answer(key, loaded, decoding.greedy_cost(loaded.config, [len(prefix)]).work)
 
     async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str) -> bytes:
-        loaded = self.registry.resolve(model_id)
+        loaded = await self.registry.resolve_async(model_id)
         check_tokens(field, prefix, loaded)
         key = (loaded.id, "topk", tuple(prefix), k)
-        return await self._answer(key, loaded)
+        plan = decoding.topk_plan(loaded.config, len(prefix), k, budget=self.decode_budget)
+        if not plan.within_budget:
+            raise InputError(field, f"top-{k} for this prefix on model {loaded.id!r} costs more than this service "
+                                    "allows; ask for fewer suggestions or a longer prefix")
+        return await self._answer(key, loaded, plan.work)
 
-    async def _answer(self, key: tuple, loaded: LoadedModel) -> bytes:
+    async def _answer(self, key: tuple, loaded: LoadedModel, work: int) -> bytes:
         body = self.cache.get(key)
         if body is not None:
             self.metrics.cache.labels("hit").inc()
             return body
         self.metrics.cache.labels("miss").inc()
-        body = await self.batcher.submit((loaded.id, key[1]), (loaded, key))
+        if work <= self.inline_budget:
+            body = await self.batcher.submit((loaded.id, key[1]), (loaded, key))
+        else:
+            body = await self._decode_alone(loaded, key)
         self.cache.put(key, body)
         return body
+
+    async def _decode_alone(self, loaded: LoadedModel, key: tuple) -> bytes:
+        """A dear request, on the worker thread: the event loop stays free, and the wait is bounded."""
+        if self._heavy_waiting >= HEAVY_QUEUE:
+            raise ApiError(503, f"{self._heavy_waiting} costly requests are already waiting; try again shortly",
+                           headers={"Retry-After": "2"})
+        self._heavy_waiting += 1
+        future = asyncio.get_running_loop().run_in_executor(self._heavy, self._run_one, loaded, key)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()  # never starts if still queued; one already running finishes within its budget
+            raise ApiError(503, f"decoding on model {loaded.id!r} did not finish within {self.timeout_s:g} s; "
+                                "the service is busy with costly requests", headers={"Retry-After": "5"}) from None
+        finally:
+            self._heavy_waiting -= 1
+
+    def _run_one(self, loaded: LoadedModel, key: tuple) -> bytes:
+        decode = self._predict if key[1] == "predict" else self._topk
+        return decode(loaded, [key], [key[2]])[key]
+
+    def close(self) -> None:
+        self._heavy.shutdown(wait=True, cancel_futures=True)
 
     # -- on the inference thread -------------------------------------------------------------------
     def _run_batch(self, batch: list[Work]) -> list[bytes | Exception]:
@@ -107,7 +154,8 @@ class Engine:
 
     def _topk(self, loaded: LoadedModel, unique: list[tuple], prefixes: list[tuple]) -> dict[tuple, bytes]:
         k_max = max(k[3] for k in unique)
-        found = dict(zip(prefixes, decoding.topk(loaded.model, [list(p) for p in prefixes], k_max)))
+        found = dict(zip(prefixes, decoding.topk(loaded.model, [list(p) for p in prefixes], k_max,
+                                                 budget=self.decode_budget)))
         bodies = {}
         for key in unique:
             suggestions = [{"sequence": c.sequence, "score": c.score, "probability": math.exp(c.score)}

@@ -1,7 +1,8 @@
 """Every error is JSON that names the problem: {"error": code, "message": ..., "request_id": ...}.
 
-Client input never produces a 500; an unexpected error is logged with its request id and answered without
-a stack trace.
+Client input never produces a 500; an unexpected error is logged with its request id and answered by the
+middleware without a stack trace. An answer's size is bounded whatever the request: at most MAX_FIELDS field
+errors, each message cut to MAX_MESSAGE characters.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from model.data import DataError
 from .registry import RegistryError
 
 log = logging.getLogger("seq2seq.errors")
+MAX_FIELDS = 20
+MAX_MESSAGE = 200
 CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
          413: "payload_too_large", 422: "invalid_input", 429: "too_many_requests", 500: "internal_error",
          503: "unavailable"}
@@ -39,16 +42,23 @@ class InputError(ApiError):
         super().__init__(422, f"{field}: {message}", [{"field": field, "message": message}])
 
 
-def error_body(request: Request, status: int, message: str, fields: list[dict] | None = None) -> dict:
-    body = {"error": CODES.get(status, "error"), "message": message,
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_body(request: Request, status: int, message: str, fields: list[dict] | None = None, total: int = 0) -> dict:
+    body = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE),
             "request_id": getattr(request.state, "request_id", None)}
     if fields:
-        body["fields"] = fields
+        body["fields"] = [{"field": clip(f["field"], 100), "message": clip(f["message"])} for f in fields[:MAX_FIELDS]]
+        more = max(total, len(fields)) - MAX_FIELDS
+        if more > 0:
+            body["more_fields"] = more
     return body
 
 
-def respond(request: Request, status: int, message: str, fields=None, headers=None) -> JSONResponse:
-    return JSONResponse(error_body(request, status, message, fields), status_code=status, headers=headers)
+def respond(request: Request, status: int, message: str, fields=None, headers=None, total: int = 0) -> JSONResponse:
+    return JSONResponse(error_body(request, status, message, fields, total), status_code=status, headers=headers)
 
 
 UNION_TAGS = {("dataset", "corpus"), ("dataset", "random")}  # job_schemas' tagged dataset kinds
@@ -79,26 +89,29 @@ def install(app: FastAPI) -> None:
         return respond(request, 422, str(exc))
 
     @app.exception_handler(CheckpointError)
-    async def checkpoint_error(request: Request, exc: CheckpointError):
-        return respond(request, 503, str(exc))
+    async def checkpoint_error(request: Request, exc: CheckpointError):  # the reason only: paths stay inside
+        return respond(request, 503, f"a checkpoint cannot be used: {exc.reason}")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        fields = []
-        for err in exc.errors():
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        fields, errors = [], exc.errors()
+        for err in errors[:MAX_FIELDS]:
+            msg = clip(str(err.get("msg", "invalid")).removeprefix("Value error, "))
             field = _field_name(tuple(err.get("loc", ())))
             if err.get("type") == "json_invalid":
-                msg, field = "the body is not valid JSON", "body"
+                reason = (err.get("ctx") or {}).get("error", "")
+                msg, field = f"the body is not valid JSON{f' ({reason})' if 'nest' in str(reason) else ''}", "body"
             fields.append({"field": field, "message": msg})
-        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return respond(request, 422, message, fields)
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
+        if len(errors) > 3:
+            message += f"; and {len(errors) - 3} more"
+        return respond(request, 422, message, fields, total=len(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, (RecursionError, ValueError)):  # the JSON parser gave up
+            why = "it is nested too deeply" if isinstance(cause, RecursionError) else clip(str(cause), 120)
+            return respond(request, 422, f"body: the body is not valid JSON: {why}",
+                           [{"field": "body", "message": f"not valid JSON: {why}"}])
         return respond(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error, request_id=%s", getattr(request.state, "request_id", None))
-        return respond(request, 500, "internal error; the request id identifies it in the server log")

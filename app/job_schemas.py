@@ -3,9 +3,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from .errors import InputError
 
 MAX_SEQUENCES = 100_000
+MAX_LENGTH = 64  # the longest seq_length a job may ask for
+MAX_VOCAB = 1000
+MAX_EVAL_ITEMS = 1_000_000  # (prefix, sequence) pairs a corpus job evaluates on
 
 
 class RandomData(BaseModel):
@@ -17,6 +32,26 @@ class Corpus(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sequences: list[list[StrictInt]] = Field(min_length=1, max_length=MAX_SEQUENCES,
                                              description="training sequences; repeats count, frequency is the signal")
+
+    @field_validator("sequences", mode="before")
+    @classmethod
+    def first_problem_only(cls, value):
+        """Stop at the first bad item, naming it: 100,000 bad tokens must cost one short answer, not 100,000
+        error entries. Lengths are checked before items, so an absurd inner list is never walked."""
+        if not isinstance(value, list):
+            return value  # pydantic's own message names the type
+        if len(value) > MAX_SEQUENCES:
+            raise InputError("dataset.sequences", f"has {len(value)} sequences; at most {MAX_SEQUENCES}")
+        for i, seq in enumerate(value):
+            if not isinstance(seq, list):
+                raise InputError(f"dataset.sequences[{i}]", f"must be a list of tokens, got {type(seq).__name__}")
+            if not 1 <= len(seq) <= MAX_LENGTH:
+                raise InputError(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; a model allows 2 to {MAX_LENGTH}")
+            for j, tok in enumerate(seq):
+                if type(tok) is not int or not 0 <= tok < MAX_VOCAB:
+                    raise InputError(f"dataset.sequences[{i}][{j}]",
+                                     f"must be a token from 0 to {MAX_VOCAB - 1}, got {str(tok)[:20]!r}")
+        return value
 
 
 def _dataset_kind(data) -> str | None:
@@ -36,8 +71,8 @@ class ModelSpec(BaseModel):
     attention: StrictBool = True
     embedding_dim: StrictInt = Field(16, ge=1, le=512)
     hidden_dim: StrictInt = Field(32, ge=1, le=512)
-    vocab_size: StrictInt = Field(10, ge=2, le=1000)
-    seq_length: StrictInt = Field(5, ge=2, le=64)
+    vocab_size: StrictInt = Field(10, ge=2, le=MAX_VOCAB)
+    seq_length: StrictInt = Field(5, ge=2, le=MAX_LENGTH)
 
 
 class TrainingSpec(BaseModel):
@@ -74,10 +109,15 @@ class JobRequest(BaseModel):
             L, V = self.model.seq_length, self.model.vocab_size
             for i, seq in enumerate(self.dataset.sequences):
                 if len(seq) != L:
-                    raise ValueError(f"dataset.sequences[{i}] has {len(seq)} tokens; the model's seq_length is {L}")
-                for tok in seq:
+                    raise InputError(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; the model's seq_length is {L}")
+                for j, tok in enumerate(seq):
                     if not 0 <= tok < V:
-                        raise ValueError(f"dataset.sequences[{i}] has token {tok} outside the vocabulary 0..{V - 1}")
+                        raise InputError(f"dataset.sequences[{i}][{j}]", f"token {tok} is outside the vocabulary 0..{V - 1}")
+            lengths = len(self.training.prefix_lengths or range(L))
+            if len(self.dataset.sequences) * lengths > MAX_EVAL_ITEMS:
+                raise InputError("dataset.sequences", f"{len(self.dataset.sequences)} sequences x {lengths} prefix "
+                                                      f"lengths make more than {MAX_EVAL_ITEMS} evaluation items; "
+                                                      "send fewer sequences or set training.prefix_lengths")
         if self.training.prefix_lengths and max(self.training.prefix_lengths) > self.model.seq_length:
             raise ValueError(f"training.prefix_lengths must be between 1 and seq_length {self.model.seq_length}")
         if self.training.prefix_lengths and min(self.training.prefix_lengths) < 1:

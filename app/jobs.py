@@ -23,7 +23,7 @@ from model.data import corpus_hash
 from model.training import record_point
 
 from .db import Database
-from .errors import ApiError
+from .errors import ApiError, InputError
 from .job_schemas import JobRequest
 from .metrics import Metrics
 from .registry import Registry, RegistryError
@@ -101,6 +101,10 @@ class JobManager:
                          (now(),))
 
     def _remove_orphans(self) -> None:
+        queued = {r["id"] for r in self.db.query("SELECT id FROM jobs WHERE status='queued'")}
+        for path in self.jobs_dir.iterdir():  # a body is kept only while its job waits to run
+            if path.name.split(".", 1)[0] not in queued:
+                path.unlink(missing_ok=True)
         known = {Path(r["path"]).name for r in self.db.query("SELECT path FROM models")}
         for path in self.registry.models_dir.iterdir():
             base = path.name.removesuffix(".sha256")
@@ -149,25 +153,61 @@ class JobManager:
 
     # -- submitting and cancelling -----------------------------------------------------------------------
     def submit(self, request: JobRequest) -> dict:
-        queued = self.db.query("SELECT COUNT(*) AS n FROM jobs WHERE status='queued'")[0]["n"]
-        if queued >= self.settings.job_queue:
-            raise ApiError(429, f"the job queue is full ({queued} jobs waiting, limit {self.settings.job_queue}); "
-                                "try again when one has started", headers={"Retry-After": "10"})
+        self._check_size(request)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         suffix = secrets.token_hex(3)
         job_id, model_id = f"job-{stamp}-{suffix}", f"m-{stamp}-{suffix}"
         body = request.model_dump()
-        checkpoint.atomic_write(self.jobs_dir / f"{job_id}.json", json.dumps(body).encode())
+        body_path = self.jobs_dir / f"{job_id}.json"
+        checkpoint.atomic_write(body_path, json.dumps(body).encode())
         total = body["training"]["steps"]
         progress = {"step": 0, "total_steps": total, "fraction": 0.0, "loss": None, "accuracy": None, "eta_seconds": None}
-        with self.db.transaction() as conn:
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            conn.execute("INSERT INTO jobs(id, seq, status, config, progress, history, created_at, model_id) "
-                         "VALUES(?, ?, 'queued', ?, ?, '[]', ?, ?)",
-                         (job_id, seq, json.dumps(summarize(body)), json.dumps(progress), now(), model_id))
+        try:
+            with self.db.transaction() as conn:  # counted and inserted under one write lock: limits hold under races
+                self._check_quotas(conn)
+                seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+                conn.execute("INSERT INTO jobs(id, seq, status, config, progress, history, created_at, model_id) "
+                             "VALUES(?, ?, 'queued', ?, ?, '[]', ?, ?)",
+                             (job_id, seq, json.dumps(summarize(body)), json.dumps(progress), now(), model_id))
+        except BaseException:
+            body_path.unlink(missing_ok=True)
+            raise
         self._update_gauge()
         self._wake.set()
         return self.get(job_id)
+
+    def _check_size(self, request: JobRequest) -> None:
+        """A valid body must not be able to exhaust memory: bound the work of one training step."""
+        m, t = request.model, request.training
+        work = t.batch_size * m.seq_length * max(m.hidden_dim, m.embedding_dim)
+        if work > self.settings.max_job_work:
+            raise InputError("training.batch_size", f"batch_size x seq_length x hidden_dim is {work}; this service "
+                                                    f"allows at most {self.settings.max_job_work}")
+
+    def _check_quotas(self, conn) -> None:
+        s = self.settings
+        counts = dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+        queued, pending = counts.get("queued", 0), counts.get("queued", 0) + counts.get("running", 0)
+        if queued >= s.job_queue:
+            raise ApiError(429, f"the job queue is full ({queued} jobs waiting, limit {s.job_queue}); "
+                                "try again when one has started", headers={"Retry-After": "10"})
+        if sum(counts.values()) >= s.max_job_records:
+            raise ApiError(409, f"the service keeps at most {s.max_job_records} job records "
+                                "(SEQ2SEQ_MAX_JOB_RECORDS); delete finished jobs with DELETE /jobs/{id}")
+        trained = conn.execute("SELECT COUNT(*) FROM models WHERE source='trained'").fetchone()[0]
+        if trained + pending >= s.max_trained_models:
+            raise ApiError(409, f"the service keeps at most {s.max_trained_models} trained models "
+                                f"(SEQ2SEQ_MAX_TRAINED_MODELS); {trained} exist and {pending} jobs will add more; "
+                                "delete models with DELETE /models/{id}")
+
+    def delete(self, job_id: str) -> None:
+        """Forget a finished job's record; its model, if any, stays in the registry."""
+        job = self.get(job_id)
+        if job["status"] not in TERMINAL:
+            raise ApiError(409, f"job {job_id!r} is {job['status']}; cancel it first")
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM jobs WHERE id = ? AND status IN ('succeeded', 'failed', 'cancelled')", (job_id,))
+        self._update_gauge()
 
     async def cancel(self, job_id: str) -> dict:
         job = self.get(job_id)
@@ -178,6 +218,7 @@ class JobManager:
                 updated = conn.execute("UPDATE jobs SET status='cancelled', finished_at=? WHERE id=? AND status='queued'",
                                        (now(), job_id)).rowcount
             if updated:
+                (self.jobs_dir / f"{job_id}.json").unlink(missing_ok=True)
                 self._update_gauge()
                 await self._notify()
                 return self.get(job_id)
@@ -290,7 +331,7 @@ class JobManager:
                     outcome = message
             await proc.wait()
             stderr_tail = (await stderr_task)[-2000:]
-            if job_id in self._cancelled or proc.returncode in (-signal.SIGKILL, -signal.SIGTERM):
+            if job_id in self._cancelled:  # cancelled means asked for; anything else that kills it is a failure
                 outcome = {"status": "cancelled", "history": live["history"]}
             elif proc.returncode != 0:
                 outcome = {"status": "failed", "error": self._failure(proc.returncode, stderr_tail)}
@@ -312,8 +353,12 @@ class JobManager:
 
     @staticmethod
     def _failure(code: int, stderr: bytes) -> str:
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            why = " (the kernel kills a process that runs out of memory this way)" if code == -signal.SIGKILL else ""
+            return f"the training process was killed by {name}{why}"
         lines = [line for line in stderr.decode(errors="replace").strip().splitlines() if line.strip()]
-        return f"the training process exited with status {code}" + (f": {lines[-1]}" if lines else "")
+        return f"the training process exited with status {code}" + (f": {lines[-1][:300]}" if lines else "")
 
     @staticmethod
     def _on_progress(live: dict, m: dict) -> None:
@@ -356,7 +401,8 @@ class JobManager:
         await asyncio.to_thread(self._record_outcome, job_id, (status, error, now(), json.dumps(progress),
                                                                  json.dumps(history), registered, int(activated), reason))
         self._live.pop(job_id, None)
-        (self.jobs_dir / f"{job_id}.run.json").unlink(missing_ok=True)
+        for name in (f"{job_id}.run.json", f"{job_id}.json"):  # the job's record holds all that is kept
+            (self.jobs_dir / name).unlink(missing_ok=True)
         self._update_gauge()
         await self._notify()
         log.info("job %s %s%s", job_id, status, f": {error}" if error else "")

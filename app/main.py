@@ -19,6 +19,7 @@ from .metrics import Metrics
 from .middleware import ServiceMiddleware
 from .registry import Registry
 from .routes import health, inference, jobs, models, pages
+from .security import resolve_key
 from .settings import Settings, get_settings
 
 log = logging.getLogger("seq2seq")
@@ -53,13 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decoding.greedy(registry.active.model, [[0]], want_attention=True)
             decoding.topk(registry.active.model, [[0]], 3)
         engine = Engine(registry, metrics, settings.cache_size, settings.max_batch_size,
-                        settings.max_batch_wait_ms / 1000, settings.threads, settings.inference_thread)
+                        settings.max_batch_wait_ms / 1000, settings.threads, settings.inference_thread,
+                        settings.decode_budget, settings.inline_budget, settings.decode_timeout_s)
         engine.batcher.start()
         job_manager = JobManager(db, registry, settings, metrics)
         await job_manager.start()
         app.state.jobs = job_manager
         app.state.settings, app.state.db, app.state.registry, app.state.engine = settings, db, registry, engine
         app.state.metrics = metrics
+        app.state.event_streams = 0
         # Everything loaded so far (torch, the app, the model) lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise stall every request for tens of milliseconds.
         gc.collect()
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await job_manager.stop()
         await engine.batcher.stop()
+        engine.close()
         db.close()
         log.info("stopped cleanly")
 
@@ -74,8 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Continue digit sequences and suggest the k most likely continuations with a "
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
+    api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,
-                       max_job_bytes=settings.max_job_bytes)
+                       max_job_bytes=settings.max_job_bytes, api_key=api_key)
+    app.state.api_key = api_key
     for router in (inference.router, models.router, jobs.router, health.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

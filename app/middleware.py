@@ -1,21 +1,34 @@
-"""Pure ASGI middleware (no per-request task overhead): request ids, body limits, request metrics."""
+"""Pure ASGI middleware (no per-request task overhead): request ids, the management key, body limits, request
+metrics, and the last word on unexpected errors.
+
+It runs before the body is read, so a request without the key or with a declared oversized body is refused
+at no cost. Metric labels come from closed sets (known methods, matched route templates), so no client can
+grow /metrics.
+"""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 
 from starlette.exceptions import HTTPException
 
+from .errors import CODES
 from .metrics import Metrics
+from .security import key_matches, needs_key
+
+log = logging.getLogger("seq2seq.errors")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ServiceMiddleware:
-    def __init__(self, app, metrics: Metrics, max_request_bytes: int, max_job_bytes: int):
+    def __init__(self, app, metrics: Metrics, max_request_bytes: int, max_job_bytes: int, api_key: bytes | None):
         self.app = app
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
         self.max_job_bytes = max_job_bytes
+        self.api_key = api_key
 
     def _limit(self, path: str) -> int:
         return self.max_job_bytes if path.rstrip("/") == "/jobs" else self.max_request_bytes
@@ -24,11 +37,12 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        headers = dict(scope["headers"])  # one pass: the request id and the declared length
+        headers = dict(scope["headers"])  # one pass: the request id, the key and the declared length
         given = headers.get(b"x-request-id")
         request_id = given.decode("latin-1")[:64] if given else uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
-        status_holder = [500]
+        status_holder = [0]
+        method = scope["method"]
         limit = self._limit(scope["path"])
 
         async def send_wrapper(message):
@@ -39,34 +53,46 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            too_large = int(headers.get(b"content-length", 0)) > limit
+            declared = int(headers.get(b"content-length", 0))
         except ValueError:
-            too_large = False
-        if too_large:
-            await self._reject(send_wrapper, request_id, limit)
-        else:
-            received = [0]
+            declared = 0
+        try:
+            if self.api_key is not None and needs_key(method, scope["path"]) \
+                    and not key_matches(headers.get(b"authorization"), self.api_key):
+                await _reply(send_wrapper, 401, request_id, "this endpoint needs the header 'Authorization: Bearer "
+                             "<key>'; the key is SEQ2SEQ_API_KEY, or the file api-key in the data directory",
+                             [(b"www-authenticate", b"Bearer")])
+            elif declared > limit:
+                await _reply(send_wrapper, 413, request_id, f"the body exceeds {limit} bytes")
+            else:
+                received = [0]
 
-            async def receive_limited():
-                message = await receive()
-                if message["type"] == "http.request":
-                    received[0] += len(message.get("body", b""))
-                    if received[0] > limit:  # a body without Content-Length; the error handlers answer 413
-                        raise HTTPException(413, f"the body exceeds {limit} bytes")
-                return message
+                async def receive_limited():
+                    message = await receive()
+                    if message["type"] == "http.request":
+                        received[0] += len(message.get("body", b""))
+                        if received[0] > limit:  # a body without Content-Length; the error handlers answer 413
+                            raise HTTPException(413, f"the body exceeds {limit} bytes")
+                    return message
 
-            await self.app(scope, receive_limited, send_wrapper)
+                await self.app(scope, receive_limited, send_wrapper)
+        except Exception:
+            log.exception("unhandled error, request_id=%s", request_id)
+            if status_holder[0]:  # the answer has begun: all that is left is to end the connection
+                raise
+            await _reply(send_wrapper, 500, request_id, "internal error; the request id identifies it in the server log")
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
-        status = str(status_holder[0])
+        label = method if method in METHODS else "OTHER"
+        status = str(status_holder[0] or 500)
         elapsed = time.perf_counter() - start
-        self.metrics.requests.labels(scope["method"], path, status).inc()
-        self.metrics.latency.labels(scope["method"], path, status).observe(elapsed)
+        self.metrics.requests.labels(label, path, status).inc()
+        self.metrics.latency.labels(label, path, status).observe(elapsed)
 
-    @staticmethod
-    async def _reject(send, request_id: str, limit: int) -> None:
-        body = json.dumps({"error": "payload_too_large", "message": f"the body exceeds {limit} bytes",
-                           "request_id": request_id}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+
+async def _reply(send, status: int, request_id: str, message: str, headers: list | None = None) -> None:
+    body = json.dumps({"error": CODES[status], "message": message, "request_id": request_id}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})

@@ -5,6 +5,7 @@ keep, so an activation (hot swap) lets requests in flight finish on the old mode
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -76,7 +77,8 @@ class Registry:
         self.active: LoadedModel | None = None
         self.active_error: str | None = None
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # guards _loaded and _loading, held briefly
+        self._loading: dict[str, threading.Lock] = {}  # one load per model at a time; others wait for it
         self.on_forget: list[Callable[[str], None]] = []  # told when a model id goes away
         models_dir.mkdir(parents=True, exist_ok=True)
 
@@ -91,7 +93,7 @@ class Registry:
             try:
                 ckpt = checkpoint.load(path)
             except checkpoint.CheckpointError as exc:
-                self.broken[model_id] = str(exc)
+                self.broken[model_id] = exc.reason
                 log.error("shipped model %s is unusable: %s", model_id, exc)
                 continue
             with self.db.transaction() as conn:
@@ -130,20 +132,30 @@ class Registry:
             if model_id in self._loaded:
                 self._loaded.move_to_end(model_id)
                 return self._loaded[model_id]
-            row = self._row(model_id)
+        row = self._row(model_id)  # unknown ids stop here, before they take a lock entry
+        with self._lock:
+            gate = self._loading.setdefault(model_id, threading.Lock())
+        with gate:  # a second request for the same model waits here, then finds it loaded
+            with self._lock:
+                if model_id in self._loaded:
+                    return self._loaded[model_id]
             try:
                 ckpt = checkpoint.load(row["path"], "cpu")
-            except checkpoint.CheckpointError as exc:
-                raise ModelUnavailable(str(exc)) from exc
+            except checkpoint.CheckpointError as exc:  # the reason, not the file's path: clients see this
+                raise ModelUnavailable(f"model {model_id!r} cannot be loaded: {exc.reason}") from exc
+            finally:
+                with self._lock:
+                    self._loading.pop(model_id, None)
             model = self._to_device(ckpt.model)
             loaded = LoadedModel(model_id, model, ckpt.config, next(model.parameters()).device)
-            self._loaded[model_id] = loaded
-            while len(self._loaded) > self.keep_loaded:
-                oldest = next(iter(self._loaded))
-                if self.active is not None and oldest == self.active.id:
-                    self._loaded.move_to_end(oldest)
+            with self._lock:
+                self._loaded[model_id] = loaded
+                while len(self._loaded) > self.keep_loaded:
                     oldest = next(iter(self._loaded))
-                del self._loaded[oldest]
+                    if self.active is not None and oldest == self.active.id:
+                        self._loaded.move_to_end(oldest)
+                        oldest = next(iter(self._loaded))
+                    del self._loaded[oldest]
             return loaded
 
     def _to_device(self, model: Seq2Seq) -> Seq2Seq:
@@ -169,6 +181,20 @@ class Registry:
         if active is not None and active.id == model_id:
             return active
         return self._load(model_id)
+
+    async def resolve_async(self, model_id: str | None) -> LoadedModel:
+        """resolve(), with a model that is not in memory loaded on a thread: the event loop never waits on disk."""
+        if model_id is None:
+            return self.resolve(None)
+        check_model_id(model_id)
+        active = self.active
+        if active is not None and active.id == model_id:
+            return active
+        with self._lock:
+            loaded = self._loaded.get(model_id)
+        if loaded is not None:
+            return loaded
+        return await asyncio.to_thread(self._load, model_id)
 
     def load_active(self) -> None:
         model_id = self.active_id()

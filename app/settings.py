@@ -28,12 +28,25 @@ class Settings(BaseSettings):
     loaded_models: int = Field(4, ge=1, description="models kept in memory at once, the active one included")
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="body limit for inference and management")
     max_job_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="body limit for POST /jobs")
-    api_key: str | None = None
+    api_key: str | None = Field(None, description="the management key; unset or empty: generated into DATA_DIR/api-key")
+    auth: str = Field("key", pattern="^(key|disabled)$", description="'disabled' opens training, activation and "
+                      "deletion to anyone who can reach the service")
     job_workers: int = Field(1, ge=1, description="training jobs running at once")
     job_queue: int = Field(16, ge=0, description="queued jobs beyond the running ones")
     job_threads: int = Field(1, ge=1, description="torch threads of each training process")
     job_standby: bool = Field(False, description="keep one warmed-up training process waiting: jobs start about 3 s "
                                                  "sooner, for ~300 MB and a few seconds of background CPU after each job")
+    # Limits that keep one request, one job or one client from taking the service down.
+    decode_budget: int = Field(2_000_000_000, ge=1_000_000, description="multiply-adds one prefix's top-k may cost "
+                               "(0.1-0.4 s of one core, off the event loop); past it a narrower beam, or 422 if even "
+                               "a beam of k is dearer")
+    inline_budget: int = Field(20_000_000, ge=0, description="requests cheaper than this (multiply-adds) are batched "
+                               "on the event loop; dearer ones run one at a time on a worker thread")
+    decode_timeout_s: float = Field(10.0, gt=0, description="a request still waiting for decoding after this gets 503")
+    max_trained_models: int = Field(200, ge=1, description="trained models kept; past it, jobs are refused")
+    max_job_records: int = Field(2000, ge=1, description="job records kept; past it, delete finished jobs")
+    max_event_streams: int = Field(64, ge=1, description="concurrent /jobs/{id}/events streams")
+    max_job_work: int = Field(1 << 24, ge=1, description="a job's batch_size x seq_length x hidden_dim")
     log_level: str = "info"
     graceful_timeout_s: float = 10.0
 

@@ -15,6 +15,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights"
+TEST_KEY = "test-management-key"
+
+
+def poll(predicate, timeout: float, interval: float = 0.05):
+    """Call predicate until it returns something truthy, and return that; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout} s waiting for {getattr(predicate, '__name__', 'a condition')}")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -24,7 +37,7 @@ def free_port() -> int:
 
 
 class Server:
-    """A real `python -m app` process on a free loopback port."""
+    """A real `python -m app` process on a free loopback port; its client() carries the management key."""
 
     def __init__(self, data_dir: Path, weights_dir: Path = WEIGHTS, **env: str):
         self.port = free_port()
@@ -32,7 +45,8 @@ class Server:
         self.data_dir = data_dir
         self.env = {**os.environ, "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_PORT": str(self.port),
                     "SEQ2SEQ_DATA_DIR": str(data_dir), "SEQ2SEQ_WEIGHTS_DIR": str(weights_dir),
-                    "SEQ2SEQ_LOG_LEVEL": "warning", **env}
+                    "SEQ2SEQ_LOG_LEVEL": "warning", "SEQ2SEQ_DEVICE": "cpu", "SEQ2SEQ_API_KEY": TEST_KEY, **env}
+        self.key = self.env["SEQ2SEQ_API_KEY"]
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "server.log"
 
@@ -70,7 +84,8 @@ class Server:
             return self.proc.wait()
 
     def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kw)
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        return httpx.Client(base_url=self.url, timeout=30, headers={**headers, **kw.pop("headers", {})}, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,8 @@ def test_compose_serves_api_on_8000_with_a_volume_healthcheck_and_restart_policy
     assert "seq2seq-data:/data" in api["volumes"] and "seq2seq-data" in compose["volumes"]
     assert any("/readyz" in part for part in api["healthcheck"]["test"])
     assert api["restart"] == "unless-stopped"
-    assert api["environment"]["SEQ2SEQ_API_KEY"] == "${SEQ2SEQ_API_KEY:-}"
+    assert api["environment"]["SEQ2SEQ_API_KEY"] == "${SEQ2SEQ_API_KEY:-}"  # empty: a generated key in /data
+    assert "SEQ2SEQ_AUTH" not in api["environment"]  # management stays locked
     assert api["environment"]["SEQ2SEQ_DATA_DIR"] == "/data"
     assert "deploy" not in api  # no GPU needed for `docker compose up`
 

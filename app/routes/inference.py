@@ -1,12 +1,13 @@
 """POST /predict and GET /topk."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ..deps import EngineDep
 from ..errors import InputError
-from ..schemas import ERRORS, MAX_PREFIX, PredictRequest, PredictResponse, TopKResponse
+from ..params import check_params, parse_int, parse_tokens
+from ..schemas import ERRORS, PredictRequest, PredictResponse, TopKResponse
 
 router = APIRouter(tags=["inference"])
 JSON = "application/json"
@@ -18,23 +19,23 @@ async def predict(body: PredictRequest, engine: EngineDep) -> Response:
     return Response(await engine.predict(body.model, body.tokens, body.attention, body.field), media_type=JSON)
 
 
-def _parse_prefix(text: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",")]
-    if not text.strip() or any(not p.lstrip("-").isdigit() for p in parts):
-        raise InputError("prefix", f"must be comma-separated integers such as 7,2; got {text[:40]!r}")
-    if len(parts) > MAX_PREFIX:
-        raise InputError("prefix", f"has {len(parts)} tokens; at most {MAX_PREFIX}")
-    return [int(p) for p in parts]
+TOPK_PARAMS = ("start", "prefix", "k", "model")
+MAX_K = 50
 
 
 @router.get("/topk", response_model=TopKResponse, responses=ERRORS,
             summary="The k most likely complete sequences for a start digit or a prefix, best first")
-async def topk(engine: EngineDep,
-               start: int | None = Query(None, description="a start digit; give this or prefix", examples=[7]),
+async def topk(request: Request, engine: EngineDep,
+               start: str | None = Query(None, description="a start digit; give this or prefix", examples=["7"]),
                prefix: str | None = Query(None, description="comma-separated tokens, e.g. 7,2", examples=["7,2"]),
-               k: int = Query(3, ge=1, le=50, description="how many suggestions"),
+               k: str = Query("3", description=f"how many suggestions, 1 to {MAX_K}"),
                model: str | None = Query(None, description="model id; the active model when left out")) -> Response:
+    check_params(request.query_params, TOPK_PARAMS)
     if (start is None) == (prefix is None):
         raise InputError("start", "give exactly one of start and prefix")
-    tokens, field = ([start], "start") if start is not None else (_parse_prefix(prefix), "prefix")
-    return Response(await engine.topk(model, tokens, k, field), media_type=JSON)
+    count = parse_int("k", k, 1, MAX_K)
+    if start is not None:
+        tokens, field = [parse_int("start", start, 0, 999_999_999)], "start"
+    else:
+        tokens, field = parse_tokens("prefix", prefix), "prefix"
+    return Response(await engine.topk(model, tokens, count, field), media_type=JSON)

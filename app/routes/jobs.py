@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..deps import Authorized
+from ..deps import Managed
+from ..errors import ApiError
 from ..job_schemas import JobRequest
 from ..jobs import TERMINAL, JobManager
+from ..params import check_params, parse_int
 from ..schemas import ErrorResponse
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Authorized])
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Managed])
 ERR = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
 
 
@@ -31,8 +33,10 @@ async def submit(body: JobRequest, jobs: JobsDep) -> JSONResponse:
 
 
 @router.get("", summary="Jobs, newest first")
-async def list_jobs(jobs: JobsDep, limit: int = Query(100, ge=1, le=1000, description="at most this many")) -> list[dict]:
-    return await asyncio.to_thread(jobs.list, limit)
+async def list_jobs(request: Request, jobs: JobsDep,
+                    limit: str = Query("100", description="at most this many, 1 to 1000")) -> list[dict]:
+    check_params(request.query_params, ("limit",))
+    return await asyncio.to_thread(jobs.list, parse_int("limit", limit, 1, 1000))
 
 
 @router.get("/{job_id}", responses=ERR, summary="One job: status, progress, history, outcome")
@@ -45,12 +49,29 @@ async def cancel(job_id: str, jobs: JobsDep) -> dict:
     return await jobs.cancel(job_id)
 
 
+@router.delete("/{job_id}", status_code=204, responses=ERR, summary="Forget a finished job (its model stays)")
+async def delete(job_id: str, jobs: JobsDep) -> None:
+    await asyncio.to_thread(jobs.delete, job_id)
+
+
 @router.get("/{job_id}/events", responses=ERR, summary="Server-Sent Events: the job as it changes, then its final state",
             response_class=StreamingResponse)
 async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingResponse:
     first = await asyncio.to_thread(jobs.get, job_id)  # 404 before the stream starts
+    state = request.app.state
+    limit = state.settings.max_event_streams
+    if state.event_streams >= limit:
+        raise ApiError(429, f"{limit} event streams are open (SEQ2SEQ_MAX_EVENT_STREAMS); poll GET /jobs/{job_id} "
+                            "or try again later", headers={"Retry-After": "5"})
+    state.event_streams += 1
+    released = [False]
 
-    async def stream():
+    def release() -> None:
+        if not released[0]:
+            released[0] = True
+            state.event_streams -= 1
+
+    async def follow():
         job, last = first, None
         while True:
             text = json.dumps(job)
@@ -68,5 +89,25 @@ async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingRespo
             await asyncio.sleep(0.1)  # at most ~10 events a second, however fast the job reports
             job = await asyncio.to_thread(jobs.get, job_id)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    return StreamingResponse(_Counted(follow(), release), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class _Counted:
+    """An event stream that gives its slot back however it ends: finished, failed, or never started at all."""
+
+    def __init__(self, stream, release):
+        self.stream, self.release = stream, release
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self.stream.__anext__()
+        except BaseException:
+            self.release()
+            raise
+
+    def __del__(self):
+        self.release()

@@ -5,7 +5,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from ..deps import Authorized, RegistryDep
+from ..deps import Managed, RegistryDep
 from ..schemas import ErrorResponse
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -27,13 +27,13 @@ async def get_model(model_id: str, registry: RegistryDep) -> dict:
     return await asyncio.to_thread(registry.describe, model_id)
 
 
-@router.post("/{model_id}/activate", responses=ERR, dependencies=[Authorized],
+@router.post("/{model_id}/activate", responses=ERR, dependencies=[Managed],
              summary="Make a model active; requests in flight finish on the previous one")
 async def activate(model_id: str, registry: RegistryDep) -> dict:
     return await asyncio.to_thread(registry.activate, model_id)
 
 
-@router.delete("/{model_id}", status_code=204, responses=ERR, dependencies=[Authorized],
+@router.delete("/{model_id}", status_code=204, responses=ERR, dependencies=[Managed],
                summary="Delete a trained model (not the active or a shipped one)")
 async def delete(model_id: str, registry: RegistryDep) -> None:
     await asyncio.to_thread(registry.delete, model_id)

@@ -25,7 +25,7 @@ async def info(request: Request) -> dict:
     active = None
     if state.registry.active is not None:
         active = await asyncio.to_thread(state.registry.describe, state.registry.active.id)
-    return {"version": request.app.version, "auth_required": bool(state.settings.api_key), "active_model": active}
+    return {"version": request.app.version, "auth_required": state.api_key is not None, "active_model": active}
 
 
 @router.get("/info/corpus", summary="The corpus the shipped default model was trained on")

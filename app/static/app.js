@@ -200,6 +200,8 @@ function showFieldErrors(form, error) {
     if (/^training\.prefix_lengths/.test(f.message)) key = "form";
     const slot = form.querySelector(`[data-for="${key}"]`) || form.querySelector('[data-for="form"]');
     let message = f.message.replace(/dataset\.sequences\[(\d+)\]/, (_, i) => `line ${Number(i) + 1}`);
+    const at = /^dataset\.sequences\[(\d+)\](?:\[(\d+)\])?/.exec(f.field || "");
+    if (at) message = `line ${Number(at[1]) + 1}${at[2] === undefined ? "" : `, item ${Number(at[2]) + 1}`}: ${message}`;
     slot.textContent = message;
     const input = slot.closest("label") ? slot.closest("label").querySelector("input, select") : (key === "dataset" ? $("#sequences") : null);
     if (input) input.classList.add("invalid");

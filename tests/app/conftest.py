@@ -5,6 +5,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import TEST_KEY
 
 
 @pytest.fixture
@@ -12,8 +13,10 @@ def make_client(tmp_path):
     clients = []
 
     def make(**overrides) -> TestClient:
-        settings = Settings(**{"data_dir": tmp_path / f"data{len(clients)}", **overrides})
-        client = TestClient(create_app(settings))
+        settings = Settings(**{"data_dir": tmp_path / f"data{len(clients)}", "device": "cpu", "api_key": TEST_KEY,
+                               **overrides})
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        client = TestClient(create_app(settings), headers=headers)
         client.__enter__()
         clients.append(client)
         return client

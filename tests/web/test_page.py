@@ -43,7 +43,7 @@ def test_the_keypad_works_at_phone_width(server, open_page):
 
 
 def test_a_training_job_started_from_the_form_shows_progress_and_ends_in_the_model_table(make_server, open_page):
-    srv = make_server().start()
+    srv = make_server(SEQ2SEQ_AUTH="disabled").start()
     srv.wait_ready()
     page = open_page(srv.url + "/")
     form = page.get_by_test_id("train-form")
@@ -58,19 +58,21 @@ def test_a_training_job_started_from_the_form_shows_progress_and_ends_in_the_mod
     expect(progress).to_have_attribute("aria-valuenow", "100")
     table = page.get_by_test_id("models-table")
     expect(table.get_by_test_id("model-row")).to_have_count(2)
-    job = httpx.get(f"{srv.url}/jobs").json()[0]
+    job = httpx.get(f"{srv.url}/jobs").json()[0]  # management is open on this server
     new_row = table.locator(f'[data-model="{job["model_id"]}"]')
     expect(new_row).to_contain_text("from the page")
     expect(new_row.get_by_test_id("active-badge")).to_be_visible()
     assert page.errors == []
 
 
-def test_api_errors_appear_next_to_their_field(server, open_page):
+def test_api_errors_appear_next_to_their_field(make_server, open_page):
+    server = make_server(SEQ2SEQ_AUTH="disabled").start()
+    server.wait_ready()
     page = open_page(server.url + "/")
     form = page.get_by_test_id("train-form")
     form.locator("textarea[name=sequences]").fill("1 2 3 4 5\n1 2 3 4 12")
     form.locator("button[type=submit]").click()
-    expect(form.locator('[data-for="dataset"]')).to_contain_text("line 2 has token 12 outside the vocabulary")
+    expect(form.locator('[data-for="dataset"]')).to_contain_text("line 2, item 5: token 12 is outside the vocabulary")
     form.locator("textarea[name=sequences]").fill("1 2 3 4 5")
     form.locator("input[name=steps]").fill("0")
     form.locator("button[type=submit]").click()
@@ -91,6 +93,7 @@ def test_with_an_api_key_the_page_asks_for_it_before_training(make_server, open_
     form.locator("button[type=submit]").click()
     dialog = page.locator("#key-dialog")
     expect(dialog).to_be_visible()
+    expect(page.get_by_test_id("key-where")).to_contain_text("api-key")
     page.locator("#key-input").fill("page-key")
     page.locator("#key-ok").click()
     expect(page.get_by_test_id("job-status")).to_have_text("succeeded", timeout=60_000)
