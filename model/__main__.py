@@ -4,6 +4,7 @@
   python -m model train --data corpus.json --steps 3000 --out my.pt
   python -m model train --job job.json --out my.pt          (the service's POST /jobs body, offline)
   python -m model decode --checkpoint weights/default.pt --prefix 7 --k 3
+  python -m model decode --checkpoint weights/default.pt --input prefixes.txt [--k 3] > answers.jsonl
 
 `train` prints progress (a bar on a terminal, a line per tenth otherwise) on stderr; its last line of
 stdout is one JSON object with steps, train_seconds, total_seconds, seq_acc or top1_agreement, and more.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -76,11 +78,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_prefixes(lines) -> list[list[int]]:
+    """One prefix per line, tokens separated by commas or spaces; blank lines are skipped."""
+    prefixes = []
+    for number, line in enumerate(lines, 1):
+        text = line.replace(",", " ").split()
+        if not text:
+            continue
+        try:
+            prefixes.append([int(t) for t in text])
+        except ValueError:
+            raise decoding.PrefixError(f"line {number}: {line.strip()[:80]!r} is not a list of integer tokens") from None
+    return prefixes
+
+
+def _decode_lines(model, prefixes: list[list[int]], k: int | None, batch: int) -> None:
+    """Greedy (and top-k when k is given) for each prefix, as JSON lines, a batch of prefixes at a time."""
+    for start in range(0, len(prefixes), batch):
+        part = prefixes[start:start + batch]
+        try:
+            best = decoding.greedy(model, part)
+            top = decoding.topk(model, part, k) if k else None
+        except decoding.PrefixError as exc:
+            bad = next(i for i, p in enumerate(part) if _refused(p, model))
+            raise decoding.PrefixError(f"prefix {start + bad + 1} {part[bad]}: {exc}") from None
+        lines = []
+        for i, (prefix, d) in enumerate(zip(part, best)):
+            row = {"prefix": prefix, "sequence": d.sequence, "score": d.score, "probability": math.exp(d.score)}
+            if top is not None:
+                row["topk"] = [{"sequence": c.sequence, "score": c.score} for c in top[i]]
+            lines.append(json.dumps(row))
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _refused(prefix: list[int], model) -> bool:
+    try:
+        decoding.check_prefix(prefix, model)
+    except decoding.PrefixError:
+        return True
+    return False
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
+    if (args.prefix is None) == (args.input is None):
+        raise ValueError("give exactly one of --prefix and --input")
     ckpt = checkpoint.load(args.checkpoint, resolve_device(args.device))
-    prefix = [int(t) for t in args.prefix.split(",")]
+    torch.set_num_threads(args.threads)
+    if args.input is not None:
+        if args.input == "-":
+            prefixes = _read_prefixes(sys.stdin)
+        else:
+            with open(args.input) as f:
+                prefixes = _read_prefixes(f)
+        _decode_lines(ckpt.model, prefixes, args.k, args.batch)
+        return 0
+    prefix = _read_prefixes([args.prefix])[0] if args.prefix.strip() else []
     best = decoding.greedy(ckpt.model, [prefix])[0]
-    top = decoding.topk(ckpt.model, [prefix], args.k)[0]
+    top = decoding.topk(ckpt.model, [prefix], args.k or 3)[0]
     print(json.dumps({"prefix": prefix, "sequence": best.sequence, "score": best.score,
                       "topk": [{"sequence": c.sequence, "score": c.score} for c in top]}))
     return 0
@@ -112,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(func=cmd_train)
     d = sub.add_parser("decode", help="greedy and top-k continuations of a prefix")
     d.add_argument("--checkpoint", required=True)
-    d.add_argument("--prefix", required=True, help="comma-separated tokens, e.g. 7 or 7,2")
-    d.add_argument("--k", type=int, default=3)
+    d.add_argument("--prefix", help="comma-separated tokens, e.g. 7 or 7,2")
+    d.add_argument("--input", help="a file (or - for stdin) with one prefix per line, comma- or space-separated; "
+                                   "writes one JSON object per line")
+    d.add_argument("--k", type=int, default=None, help="top-k suggestions (default 3 with --prefix; none with --input)")
+    d.add_argument("--batch", type=int, default=65_536, help="prefixes decoded per call with --input")
+    d.add_argument("--threads", type=int, default=1, help="torch threads")
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=cmd_decode)
     args = parser.parse_args(argv)

@@ -13,7 +13,11 @@ enumerate tens of thousands of rows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gc
+from array import array
+from functools import partial
+from itertools import chain, repeat
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,26 +35,45 @@ from .cost import (
 )
 from .network import Memory, Seq2Seq, State
 
-__all__ = ["EXACT_LIMIT", "TOPK_WORK_BUDGET", "Candidate", "Cost", "Decoded", "Plan", "PrefixError", "check_prefix",
-           "greedy", "greedy_cost", "greedy_tensor", "known_tokens", "pad_prefixes", "score", "topk", "topk_plan"]
+__all__ = ["EXACT_LIMIT", "TOPK_WORK_BUDGET", "Candidate", "Cost", "Decoded", "Plan", "PrefixError", "check_batch",
+           "check_prefix", "greedy", "greedy_cost", "greedy_tensor", "known_tokens", "pad_prefixes", "score", "topk",
+           "topk_plan"]
 
 
 class PrefixError(ValueError):
     """A prefix the model cannot decode; the message says why."""
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """One greedy answer. A named tuple so that a batch's results are built by C code (see _build)."""
+
     sequence: list[int]
     score: float  # log-probability of the generated part
     token_probs: list[float] | None = None  # probability of each generated token, in order
     attention: list[list[float]] | None = None  # one row per generated position, one column per prefix position
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     sequence: list[int]
     score: float
+
+
+def _build(cls: type, *columns) -> list:
+    """Instances of a named tuple from columns of values, without a Python call per instance."""
+    return list(map(partial(tuple.__new__, cls), zip(*columns)))
+
+
+class _NoGC:
+    """Pause the cyclic garbage collector while a batch's many result lists are built (they hold no cycles):
+    its collections triggered by the allocations would otherwise cost as much as building them."""
+
+    def __enter__(self) -> None:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc) -> None:
+        if self.was_enabled:
+            gc.enable()
 
 
 def check_prefix(prefix: list[int], model: Seq2Seq) -> None:
@@ -62,12 +85,45 @@ def check_prefix(prefix: list[int], model: Seq2Seq) -> None:
             raise PrefixError(f"token {tok} is outside the vocabulary 0..{cfg.vocab_size - 1}")
 
 
+def _stack(prefixes) -> tuple[Tensor, Tensor]:
+    """Right-padded tokens and lengths, from one C-level pass over all tokens (array('q') refuses non-integers)."""
+    sizes = list(map(len, prefixes))
+    width = max(sizes)
+    flat = torch.frombuffer(array("q", chain.from_iterable(prefixes)), dtype=torch.long)
+    lengths = torch.tensor(sizes, dtype=torch.long)
+    if min(sizes) == width:
+        return flat.view(len(sizes), width), lengths
+    src = torch.zeros(len(sizes), width, dtype=torch.long)
+    src[torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)] = flat
+    return src, lengths
+
+
 def pad_prefixes(prefixes, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """Right-pad prefixes with zeros into one tensor; also return their lengths (on the CPU, as packing wants)."""
-    sizes = [len(p) for p in prefixes]
-    width = max(sizes)
-    src = torch.tensor([list(p) + [0] * (width - len(p)) for p in prefixes], dtype=torch.long)
-    return src.to(device), torch.tensor(sizes, dtype=torch.long)
+    src, lengths = _stack(prefixes)
+    return src.to(device), lengths
+
+
+def check_batch(prefixes: list[list[int]], model: Seq2Seq) -> tuple[Tensor, Tensor]:
+    """Check a whole batch with tensor operations; return it padded (on the CPU) with its lengths.
+
+    A bad batch raises PrefixError with check_prefix's message for its first bad prefix, so one prefix and
+    65,536 are refused alike."""
+    cfg = model.config
+    sizes = list(map(len, prefixes))
+    if min(sizes) < 1 or max(sizes) > cfg.seq_length:
+        for p in prefixes:
+            check_prefix(p, model)
+    try:
+        src, lengths = _stack(prefixes)
+    except (TypeError, OverflowError) as exc:
+        for p in prefixes:
+            check_prefix(p, model)
+        raise PrefixError(f"tokens must be integers ({exc})") from exc
+    bad = (src < 0) | (src >= cfg.vocab_size)
+    if bool(bad.any()):
+        check_prefix(prefixes[int(bad.any(1).nonzero()[0, 0])], model)
+    return src, lengths
 
 
 def _device(model: Seq2Seq) -> torch.device:
@@ -119,21 +175,41 @@ def _greedy(model: Seq2Seq, src: Tensor, lengths: Tensor | None, known: Tensor,
 
 
 def greedy(model: Seq2Seq, prefixes: list[list[int]], want_attention: bool = False) -> list[Decoded]:
-    """The most likely next token at each step, for many prefixes of any lengths at once."""
-    for p in prefixes:
-        check_prefix(p, model)
+    """The most likely next token at each step, for many prefixes of any lengths at once.
+
+    The batch is checked, decoded and turned into results with a few whole-tensor operations and .tolist()
+    calls (one per group of prefixes sharing a length), so Python work per prefix is one object."""
+    if not prefixes:
+        return []
+    src, lengths = check_batch(prefixes, model)
     L = model.config.seq_length
-    src, lengths = pad_prefixes(prefixes, _device(model))
-    known = torch.tensor([known_tokens(len(p), L) for p in prefixes])
-    seq, logps, probs, attention = greedy_tensor(model, src, lengths, known, want_attention)
-    seqs, scores, probs = seq.tolist(), logps.sum(1).tolist(), probs.tolist()
-    attention = attention.tolist() if attention is not None else None
-    results = []
-    for i, p in enumerate(prefixes):
-        k = int(known[i]) - 1  # the first generated position, counted from position 1
-        att = [row[: len(p)] for row in attention[i][k:]] if attention is not None else None
-        results.append(Decoded(seqs[i], scores[i], probs[i][k:], att))
-    return results
+    known = torch.where(lengths < L, lengths, 1)
+    uniform = bool((lengths == src.size(1)).all())
+    seq, logps, probs, attention = greedy_tensor(model, src.to(_device(model)), None if uniform else lengths, known,
+                                                 want_attention)
+    with _NoGC():
+        return _decoded(seq, logps, probs, attention, lengths, known, uniform, L)
+
+
+def _decoded(seq: Tensor, logps: Tensor, probs: Tensor, attention: Tensor | None, lengths: Tensor, known: Tensor,
+             uniform: bool, L: int) -> list[Decoded]:
+    seqs, scores = seq.tolist(), logps.sum(1).tolist()
+    if uniform:
+        first = int(known[0]) - 1  # the first generated position, counted from position 1
+        token_probs = probs[:, first:].tolist()
+        att = attention[:, first:].tolist() if attention is not None else repeat(None)
+    else:
+        token_probs, att = [None] * len(seqs), [None] * len(seqs)
+        for size in lengths.unique().tolist():
+            rows = (lengths == size).nonzero().squeeze(1)
+            first = known_tokens(size, L) - 1
+            index = rows.tolist()
+            for i, row in zip(index, probs[rows.to(probs.device), first:].tolist()):
+                token_probs[i] = row
+            if attention is not None:
+                for i, row in zip(index, attention[rows.to(attention.device), first:, :size].tolist()):
+                    att[i] = row
+    return _build(Decoded, seqs, scores, token_probs, att)
 
 
 def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, chunk: int) -> tuple[Tensor, State]:
@@ -210,25 +286,23 @@ def topk(model: Seq2Seq, prefixes: list[list[int]], k: int, beam_width: int | No
     """
     if k < 1:
         raise PrefixError(f"k must be at least 1, got {k}")
-    for p in prefixes:
-        check_prefix(p, model)
+    if not prefixes:
+        return []
+    src, lengths = check_batch(prefixes, model)
     L = model.config.seq_length
     device = _device(model)
     results: list[list[Candidate] | None] = [None] * len(prefixes)
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prefixes):
-        groups.setdefault(len(p), []).append(i)
-    for size, members in groups.items():
+    for size in lengths.unique().tolist():
+        members = (lengths == size).nonzero().squeeze(1)
         plan = topk_plan(model.config, size, k, beam_width, exact_limit, budget)
         per_call = max(1, TOPK_BYTES_BUDGET // max(plan.bytes, 1))  # prefixes searched together
-        for start in range(0, len(members), per_call):
+        for start in range(0, members.size(0), per_call):
             part = members[start:start + per_call]
-            src = torch.tensor([prefixes[i] for i in part], dtype=torch.long, device=device)
-            seqs, scores = _expand(model, src, known_tokens(size, L), k, None if plan.exact else plan.width,
-                                   chunk or plan.chunk_rows)
-            seqs, scores = seqs.cpu().tolist(), scores.cpu().tolist()
-            for row, i in enumerate(part):
-                results[i] = [Candidate(s, v) for s, v in zip(seqs[row], scores[row])]
+            seqs, scores = _expand(model, src[part, :size].to(device), known_tokens(size, L), k,
+                                   None if plan.exact else plan.width, chunk or plan.chunk_rows)
+            with _NoGC():
+                for i, s, v in zip(part.tolist(), seqs.tolist(), scores.tolist()):
+                    results[i] = _build(Candidate, s, v)
     return results  # type: ignore[return-value]
 
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from model import checkpoint, decoding
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,3 +42,20 @@ def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path):
     proc = run("train", "--data", str(corpus), "--steps", "2")
     assert proc.returncode == 2
     assert "sequence 1 has token 12" in proc.stderr
+
+
+def test_decode_reads_one_prefix_per_line_and_writes_json_lines(tmp_path):
+    weights = ROOT / "weights" / "default.pt"
+    source = tmp_path / "prefixes.txt"
+    source.write_text("7\n7,2\n\n1 2 3\n")
+    proc = run("decode", "--checkpoint", str(weights), "--input", str(source), "--k", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["prefix"] for r in rows] == [[7], [7, 2], [1, 2, 3]]
+    model = checkpoint.load(weights).model
+    for r in rows:
+        assert r["sequence"] == decoding.greedy(model, [r["prefix"]])[0].sequence
+        assert [c["sequence"] for c in r["topk"]] == [c.sequence for c in decoding.topk(model, [r["prefix"]], 2)[0]]
+    source.write_text("7\n7,12\n")
+    proc = run("decode", "--checkpoint", str(weights), "--input", str(source))
+    assert proc.returncode == 2 and "prefix 2 [7, 12]: token 12 is outside" in proc.stderr

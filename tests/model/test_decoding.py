@@ -101,3 +101,41 @@ def test_bad_prefixes_are_refused_with_the_reason(prefix, message):
         decoding.greedy(small_model(False), [prefix])
     with pytest.raises(decoding.PrefixError, match=message):
         decoding.topk(small_model(False), [prefix], 3)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_bulk_results_are_identical_to_one_by_one_results(attention):
+    model = small_model(attention, seed=2)
+    gen = torch.Generator().manual_seed(0)
+    sizes = torch.randint(1, 5, (40,), generator=gen).tolist()
+    prefixes = [torch.randint(0, 4, (n,), generator=gen).tolist() for n in sizes]
+    for batch in (prefixes, [p for p in prefixes if len(p) == 2]):  # mixed lengths, and one length
+        bulk = decoding.greedy(model, batch, want_attention=True)
+        alone = [decoding.greedy(model, [p], want_attention=True)[0] for p in batch]
+        for b, a in zip(bulk, alone):
+            assert b.sequence == a.sequence and b.score == pytest.approx(a.score, abs=1e-6)
+            assert b.token_probs == pytest.approx(a.token_probs, abs=1e-6)
+            assert (b.attention is None) == (a.attention is None) == (not attention)
+            if attention:
+                assert len(b.attention) == len(a.attention)
+                for rb, ra in zip(b.attention, a.attention):
+                    assert rb == pytest.approx(ra, abs=1e-6)
+        top = decoding.topk(model, batch, 3)
+        for prefix, t in zip(batch, top):
+            one = decoding.topk(model, [prefix], 3)[0]
+            assert [c.sequence for c in t] == [c.sequence for c in one]
+            assert [c.score for c in t] == pytest.approx([c.score for c in one], abs=1e-6)
+
+
+def test_a_bad_prefix_anywhere_in_a_large_batch_is_named_like_a_lone_one():
+    model = small_model(False)
+    good = [[1, 2]] * 1000
+    for bad, message in (([1, 4], "token 4 is outside the vocabulary 0..3"), ([-1], "token -1 is outside"),
+                         ([], "1 to 4 tokens"), ([1, 2, 3, 0, 1], "1 to 4 tokens")):
+        with pytest.raises(decoding.PrefixError, match=message):
+            decoding.greedy(model, good[:500] + [bad] + good[500:])
+        with pytest.raises(decoding.PrefixError, match=message):
+            decoding.topk(model, good + [bad], 2)
+    with pytest.raises(decoding.PrefixError, match="integers"):
+        decoding.greedy(model, [[1, 2.5]])
+    assert decoding.greedy(model, []) == [] and decoding.topk(model, [], 3) == []

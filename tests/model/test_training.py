@@ -47,7 +47,7 @@ def test_cancel_stops_cooperatively_between_steps():
     result = train(cfg, TrainConfig(steps=10_000), Dataset(cfg), should_stop=lambda: len(calls) >= 1,
                    on_progress=calls.append, progress_every=10)
     assert result.status == "cancelled"
-    assert result.metrics["steps"] == 10
+    assert result.metrics["steps"] == calls[0].step <= 10  # stopped at the first check after the request
 
 
 def test_a_corpus_teaches_the_most_frequent_continuation_and_ranks_by_frequency():
