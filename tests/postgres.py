@@ -6,9 +6,8 @@
 `postgres_server` (session scope) runs initdb and pg_ctl from Debian's /usr/lib/postgresql/*/bin (or PG_BIN)
 in a private temporary directory (as the `postgres` user when the tests run as root, since PostgreSQL refuses
 root), listening on a free 127.0.0.1 port with trust authentication and its unix socket inside that
-directory; fsync and full_page_writes are off (commits still reach the OS, so a restart keeps them), which makes
-CREATE DATABASE cheap. It is stopped with `pg_ctl stop -m immediate` and removed at
-the end. Without the binaries (`make postgres` installs them) the tests that need it skip, saying why.
+directory. fsync and full_page_writes are off, which makes CREATE DATABASE cheap (commits still reach the OS,
+so `restart()` keeps them). It is stopped with `pg_ctl stop -m immediate` and removed at the end. Without the binaries (`make postgres` installs them) the tests that need it skip, saying why.
 """
 from __future__ import annotations
 
@@ -113,10 +112,11 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(sql)
 
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database; returns its URL."""
+    def create_database(self, name: str | None = None, template: str = "template0") -> str:
+        """A new database, empty or a copy of `template` (which nobody may be connected to); returns its URL.
+        Copying a database that was migrated once is cheaper than migrating each new one."""
         name = name or f"t{os.getpid()}_{next(self._names)}"
-        self._admin(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return self.url(name)
 
     def drop_database(self, name: str) -> None:

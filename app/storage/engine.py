@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from .errors import StorageError
 
 BUSY_TIMEOUT_S = 30  # a writer waits this long for another process's write lock before giving up
+CONNECT_TIMEOUT_S = 10  # PostgreSQL: an unreachable server fails a request instead of hanging it
 DEFAULT_DB_NAME = "seq2seq.db"
 
 
@@ -56,6 +57,7 @@ def make_engine(url: str | URL, **kwargs) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # pre_ping: a pooled connection to a PostgreSQL that restarted is replaced on checkout, not handed out dead.
         kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", CONNECT_TIMEOUT_S)
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
         return sa.create_engine(parsed, **kwargs)

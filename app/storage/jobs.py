@@ -220,7 +220,25 @@ class JobStore:
                     outcome[kind].append(row.id)
         return outcome
 
+    def release(self, job_id: str, owner: str) -> bool:
+        """Hand a held job back to the queue, its attempt not counted (the runner is stopping, not failing).
+        False when the caller no longer holds it."""
+        with write(self.engine) as conn:
+            return conn.execute(sa.update(jobs).where(_holding(job_id, owner)).values(
+                status="queued", attempt=jobs.c.attempt - 1, lease_owner=None, lease_expires_at=None,
+                worker_host=None, worker_pid=None, started_at=None)).rowcount == 1
+
     # -- housekeeping ----------------------------------------------------------------------------------
+    def delete(self, job_id: str) -> None:
+        """Forget an ended job; Conflict while it is queued or running."""
+        with write(self.engine) as conn:
+            status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+            if status is None:
+                raise NotFound(f"job {job_id!r} does not exist")
+            if status not in TERMINAL:
+                raise Conflict(f"job {job_id!r} is {status}; cancel it first")
+            conn.execute(sa.delete(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(TERMINAL)))
+
     def count_finished(self) -> int:
         with read(self.engine) as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(jobs)

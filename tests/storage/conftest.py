@@ -1,4 +1,5 @@
-"""Every storage test runs on both engines: `db_url` is a fresh SQLite file or a fresh PostgreSQL database."""
+"""Every storage test runs on both engines: `db_url` is a fresh, empty SQLite file or PostgreSQL database;
+`storage_url` a fresh one already migrated, and `storage` the stores opened on it."""
 from __future__ import annotations
 
 import hashlib
@@ -19,10 +20,31 @@ def db_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(params=ENGINES)
+def storage_url(request, tmp_path) -> str:
+    """A fresh database already migrated (for PostgreSQL: a copy of one migrated once per session)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'seq2seq.db'}"
+        migrate(url)
+        yield url
+        return
+    server = request.getfixturevalue("postgres_server")
+    template = request.getfixturevalue("migrated_postgres_template")
+    url = server.create_database(template=template)
+    yield url
+    server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_template(request) -> str:
+    url = request.getfixturevalue("postgres_server").create_database("storage_template")
+    migrate(url)  # on its own engine, disposed afterwards: a template must have no connections
+    return "storage_template"
+
+
 @pytest.fixture
-def storage(db_url) -> Storage:
-    migrate(db_url)
-    opened = open_storage(db_url, run_migrations=False)
+def storage(storage_url) -> Storage:
+    opened = open_storage(storage_url, run_migrations=False)
     yield opened
     opened.close()
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
-
-import pytest
 
 from app.storage import migrate, open_storage, sqlite_path
 from model import checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# app/db.py's SCHEMA as of commit 2f77016, the last version that wrote this format; frozen here on purpose.
+LEGACY_COMMIT = "2f77016"
+# app/db.py's SCHEMA as of commit 2f77016, the last version that wrote this format (app/db.py is gone since),
+# with the rows written the way its Registry.register / sync_shipped and JobManager did.
 LEGACY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT NOT NULL,
     sha256 TEXT NOT NULL, created_at TEXT NOT NULL, info TEXT NOT NULL);
@@ -26,24 +27,34 @@ CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, stat
 """
 
 
-def open_legacy_db(path: Path, builder: str) -> sqlite3.Connection:
-    """The old database, created by the old code itself when it is still importable, else by its frozen schema."""
-    if builder == "app.db":
-        db_module = pytest.importorskip("app.db")
-        if not hasattr(db_module, "Database"):
-            pytest.skip("app.db no longer holds the previous version's Database")
-        db_module.Database(path).close()
+def legacy_database_class():
+    """app/db.py's Database from the last commit that had it, when git history is at hand (not in a shallow
+    clone or an image without .git); the file is then created by the old code itself."""
+    try:
+        source = subprocess.run(["git", "show", f"{LEGACY_COMMIT}:app/db.py"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    namespace: dict = {"__name__": "legacy_db"}
+    exec(compile(source, "legacy app/db.py", "exec"), namespace)
+    return namespace["Database"]
+
+
+def open_legacy_db(path: Path) -> sqlite3.Connection:
+    database = legacy_database_class()
+    if database is not None:
+        database(path).close()  # the old code makes the file: WAL, its schema
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript(LEGACY_SCHEMA)
+    conn.executescript(LEGACY_SCHEMA)  # a no-op after the old code ran; the frozen copy when it could not
     return conn
 
 
-def build_legacy_data_dir(data_dir: Path, checkpoints, builder: str) -> dict:
+def build_legacy_data_dir(data_dir: Path, checkpoints) -> dict:
     """What the previous version leaves behind after a shipped model, two trained ones and five jobs."""
     models_dir, jobs_dir = data_dir / "models", data_dir / "jobs"
     models_dir.mkdir(parents=True)
     jobs_dir.mkdir()
-    db = open_legacy_db(data_dir / "seq2seq.db", builder)
+    db = open_legacy_db(data_dir / "seq2seq.db")
     shipped = ROOT / "weights" / "default.pt"
     default = checkpoint.load(shipped)
     db.execute("INSERT INTO models VALUES ('default', 'shipped', ?, ?, ?, ?)",
@@ -83,10 +94,9 @@ def legacy_dir_for(db_url: str, tmp_path: Path) -> Path:
     return path.parent if path is not None else tmp_path / "legacy-data"  # SQLite: the very same file
 
 
-@pytest.mark.parametrize("builder", ["app.db", "frozen-schema"])
-def test_legacy_data_is_imported_without_loss(db_url, tmp_path, checkpoints, builder):
+def test_legacy_data_is_imported_without_loss(db_url, tmp_path, checkpoints):
     data_dir = legacy_dir_for(db_url, tmp_path)
-    legacy = build_legacy_data_dir(data_dir, checkpoints, builder)
+    legacy = build_legacy_data_dir(data_dir, checkpoints)
     storage = open_storage(db_url, legacy_data_dir=data_dir)
     try:
         models = {m["id"]: m for m in storage.models.list()}
@@ -119,7 +129,7 @@ def test_legacy_data_is_imported_without_loss(db_url, tmp_path, checkpoints, bui
 
 def test_importing_again_changes_nothing(db_url, tmp_path, checkpoints):
     data_dir = legacy_dir_for(db_url, tmp_path)
-    build_legacy_data_dir(data_dir, checkpoints, "frozen-schema")
+    build_legacy_data_dir(data_dir, checkpoints)
     storage = open_storage(db_url, legacy_data_dir=data_dir)
     try:
         storage.models.activate("default")
@@ -135,7 +145,7 @@ def test_importing_again_changes_nothing(db_url, tmp_path, checkpoints):
 
 def test_a_damaged_checkpoint_is_reported_and_the_rest_imported(db_url, tmp_path, checkpoints):
     data_dir = legacy_dir_for(db_url, tmp_path)
-    build_legacy_data_dir(data_dir, checkpoints, "frozen-schema")
+    build_legacy_data_dir(data_dir, checkpoints)
     damaged = data_dir / "models" / "m-20260101-000000-aaaaaa.pt"
     damaged.write_bytes(damaged.read_bytes()[:-10])
     if sqlite_path(db_url) is None:  # the data directory moved since the old version wrote its absolute paths

@@ -58,3 +58,23 @@ def test_concurrent_starts_migrate_exactly_once(db_url, tmp_path):
     applied = sorted(json.loads(out) for out, _ in outputs)
     assert applied == [[], [], ["0001"]]  # one process migrated; the others found it done
     assert TABLES <= tables(db_url)
+
+
+CLI_AND_IMPORTS = """
+import sys
+from app.storage.__main__ import main
+main(["migrate", "--url", sys.argv[1]])
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("fastapi", "starlette", "torch", "model")
+             or (m.startswith("app.") and not m.startswith("app.storage"))))
+"""
+
+
+def test_cli_migrates_and_the_package_stays_out_of_the_service(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    done = subprocess.run([sys.executable, "-c", CLI_AND_IMPORTS, url], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    result, imported = done.stdout.strip().splitlines()
+    assert json.loads(result)["applied"] == ["0001"]
+    assert imported == "[]"  # no HTTP layer, no service module, no torch just to migrate
+    assert TABLES <= tables(url)

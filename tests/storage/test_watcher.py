@@ -18,11 +18,11 @@ class Seen:
         self.events.append((model_id, version))
 
 
-def test_an_activation_elsewhere_is_seen_within_a_second(storage, db_url, checkpoints):
+def test_an_activation_elsewhere_is_seen_within_a_second(storage, storage_url, checkpoints):
     register(storage, "m-0", checkpoints[0])
     register(storage, "m-1", checkpoints[1])
     seen = Seen()
-    watcher = ActiveWatcher(db_url, seen)  # its own engine: as another process would have
+    watcher = ActiveWatcher(storage_url, seen)  # its own engine: as another process would have
     assert watcher.start() == (None, 0)
     try:
         storage.models.activate("m-0")
