@@ -28,6 +28,7 @@ from .schema import JOB_STATUSES, TERMINAL, jobs
 SUBMIT_LOCK_KEY = 0x5E025E0001  # pg_advisory_xact_lock key that serializes submissions (queue limit, seq)
 DEFAULT_MAX_ATTEMPTS = 2
 WORKER_LOST = "worker lost"
+SHOWN = [c for c in jobs.c if c.name != "body"]  # a body can be 10 MiB: read only by body()
 FINISH_FIELDS = frozenset({"error", "progress", "history", "model_id", "activated", "activation_reason"})
 
 
@@ -62,7 +63,7 @@ class JobStore:
 
     @staticmethod
     def _get(conn: Connection, job_id: str) -> dict:
-        row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        row = conn.execute(sa.select(*SHOWN).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             raise NotFound(f"job {job_id!r} does not exist")
         return job_dict(row)
@@ -70,7 +71,7 @@ class JobStore:
     def list(self, limit: int = 100) -> list[dict]:
         """Newest first (by submission order)."""
         with read(self.engine) as conn:
-            rows = conn.execute(sa.select(jobs).order_by(jobs.c.seq.desc()).limit(limit)).mappings().all()
+            rows = conn.execute(sa.select(*SHOWN).order_by(jobs.c.seq.desc()).limit(limit)).mappings().all()
         return [job_dict(r) for r in rows]
 
     def body(self, job_id: str) -> Any:
