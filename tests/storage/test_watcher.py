@@ -1,8 +1,6 @@
 """Another process's activation reaches a watcher within a second; a PostgreSQL restart is survived."""
 from __future__ import annotations
 
-import pytest
-
 from app.storage import ActiveWatcher, open_storage
 from tests.postgres import poll
 from tests.storage.helpers import register
@@ -79,10 +77,3 @@ def test_stores_and_watcher_survive_a_postgresql_restart(postgres_server, postgr
         watcher.stop()
         storage.close()
 
-
-@pytest.mark.parametrize("bad", ["mysql://u@h/db", "http://example.com"])
-def test_unsupported_urls_are_refused(bad):
-    from app.storage import StorageError, make_engine
-
-    with pytest.raises(StorageError, match="unsupported database URL"):
-        make_engine(bad)
