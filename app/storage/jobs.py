@@ -126,22 +126,24 @@ class JobStore:
         """A queued job ends 'cancelled' at once; a running one gets cancel_requested (its worker acts on it).
         Conflict once the job has ended."""
         with write(self.engine) as conn:
-            job = self._get(conn, job_id)
-            if job["status"] in TERMINAL:
-                raise Conflict(f"job {job_id!r} has already ended ({job['status']})")
-            if job["status"] == "queued":
-                done = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
+            status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id).with_for_update()).scalar()
+            if status is None:
+                raise NotFound(f"job {job_id!r} does not exist")
+            if status in TERMINAL:
+                raise Conflict(f"job {job_id!r} has already ended ({status})")
+            if status == "queued":
+                conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
                     status="cancelled", cancel_requested=True, finished_at=clock.iso(clock.db_now(conn))))
             else:
-                done = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running")
-                                    .values(cancel_requested=True))
-            if done.rowcount != 1:  # PostgreSQL: it changed between our read and our write; say so, retry is safe
-                raise Conflict(f"job {job_id!r} changed while being cancelled; try again")
+                conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
             return self._get(conn, job_id)
 
     # -- workers ---------------------------------------------------------------------------------------
     def claim(self, owner: str, host: str, pid: int, lease_s: float) -> dict | None:
         """Take the oldest queued job (None if there is none): running, attempt + 1, leased to owner."""
+        with read(self.engine) as conn:  # an idle worker's poll should not take SQLite's write lock
+            if conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "queued").limit(1)).first() is None:
+                return None
         with write(self.engine) as conn:
             query = (sa.select(jobs.c.id).where(jobs.c.status == "queued").order_by(jobs.c.seq).limit(1)
                      .with_for_update(skip_locked=True))
