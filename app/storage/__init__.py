@@ -9,6 +9,7 @@ Synchronous throughout (call it via asyncio.to_thread from async code). Imports 
 `model/` only when a checkpoint is loaded (checkpoints.py). Modules: engine (URLs, engines, transactions),
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
 jobs (JobStore), watcher (ActiveWatcher), checkpoints (hash and load from bytes), clock, errors.
+From a shell: `python -m app.storage migrate --url URL`.
 """
 from __future__ import annotations
 

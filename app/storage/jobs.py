@@ -12,6 +12,7 @@ Lease times come from the database clock (clock.py), so machines with skewed clo
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -201,7 +202,7 @@ class JobStore:
                 raise LeaseLost(f"job {job_id!r} is no longer held by {owner!r}")
             return version
 
-    def requeue_expired(self, now=None) -> dict[str, list[str]]:
+    def requeue_expired(self, now: datetime | None = None) -> dict[str, list[str]]:
         """Jobs whose lease ended before `now` (default: the database clock): back to queued while attempts
         remain, else failed with 'worker lost'; cancelled if a cancel was requested. Returns the ids by outcome."""
         outcome: dict[str, list[str]] = {"requeued": [], "failed": [], "cancelled": []}
