@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install browser postgres test run train-default bench screenshots clean
+.PHONY: install browser postgres test run worker migrate train-default bench screenshots clean
 
 install: $(STAMP)
 
@@ -41,10 +41,17 @@ test: install browser postgres
 run: install
 	SEQ2SEQ_HOST=$(HOST) SEQ2SEQ_PORT=$(PORT) $(BIN)/python -m app
 
-# Rebuilds weights/default.pt from weights/corpus.json; reproduces its metrics exactly on the same device.
+# A training worker on this machine for the database in SEQ2SEQ_DATABASE_URL (see README, "Cluster").
+worker: install
+	$(BIN)/python -m app.worker
+
+migrate: install
+	$(BIN)/python -m app migrate
+
+# Rebuilds weights/default.pt from weights/corpus.json with the default recipe; reproduces its metrics exactly
+# on the same device.
 train-default: install
-	$(BIN)/python -m model train --data weights/corpus.json --attention --teacher-forcing 1.0 --steps 3000 \
-		--seed 0 --name default --out weights/default.pt
+	$(BIN)/python -m model train --data weights/corpus.json --attention --seed 0 --name default --out weights/default.pt
 
 bench: install
 	cd bench && for b in train_speed decode_speed load cold_start job_latency; do ../$(BIN)/python $$b.py || exit 1; done

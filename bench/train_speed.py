@@ -1,10 +1,10 @@
-"""Time to 99.9% greedy exact match on the seed's copy task: this project's trainer against the seed's
-reference, run alternately in the same process tree on the same machine, several seeds each.
+"""Time to 99.9% greedy exact match on the seed's copy task: this project's trainer with its default recipe
+(no flags but the model variant and the target) against the seed's reference, run alternately in the same
+process tree on the same machine, several seeds each.
 
 Both report total_seconds the same way (training plus evaluation, after setup); wall_seconds is the whole
-process, interpreter start included. Our recipe differs from the seed's defaults only in flags the CLI
-exposes (teacher forcing, learning rate, evaluation interval, one torch thread); the task, the model, the
-batch size and the 10,000-sequence held-out exact-match are the same.
+process, interpreter start included, and is what the targets are about. The task, the model, the batch size
+and the 10,000-sequence held-out exact-match are the same.
 
   python bench/train_speed.py [--seeds 0 1 2 3 4]
 """
@@ -16,10 +16,7 @@ import time
 
 from common import REFERENCE, last_json_line, median, write
 
-RECIPES = {
-    False: ["--no-attention", "--teacher-forcing", "1.0", "--lr", "0.03"],
-    True: ["--attention", "--teacher-forcing", "0.0", "--lr", "0.01"],
-}
+RECIPES = {False: ["--no-attention"], True: ["--attention"]}  # the default recipe: no other flags
 TARGETS = {False: 3.0, True: 2.0}
 
 
@@ -41,8 +38,7 @@ def main() -> int:
             ref_cmd = [sys.executable, str(REFERENCE), "--target-accuracy", "0.999", "--seed", str(seed)]
             ref.append(timed(ref_cmd + (["--attention"] if attention else [])))
             ours.append(timed([sys.executable, "-m", "model", "train", "--data", "random", *RECIPES[attention],
-                               "--target-accuracy", "0.999", "--eval-every", "25", "--steps", "200000",
-                               "--seed", str(seed)]))
+                               "--target-accuracy", "0.999", "--seed", str(seed)]))
         name = "attention" if attention else "plain"
         row = {
             "seeds": args.seeds,
@@ -57,7 +53,7 @@ def main() -> int:
         row["speedup_total"] = round(row["reference_total_s_median"] / row["ours_total_s_median"], 2)
         row["speedup_wall"] = round(row["reference_wall_s_median"] / row["ours_wall_s_median"], 2)
         row["target_speedup"] = TARGETS[attention]
-        row["meets_target"] = row["speedup_total"] >= TARGETS[attention] and row["ours_seq_acc_min"] >= 0.999
+        row["meets_target"] = row["speedup_wall"] >= TARGETS[attention] and row["ours_seq_acc_min"] >= 0.999
         ok &= row["meets_target"]
         report[name] = row
         print(f"{name:9s} reference {row['reference_total_s_median']:.2f}s (steps {row['reference_steps']})  "

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, decoding
-from .config import ModelConfig, TrainConfig
+from .config import RECIPES, ModelConfig, TrainConfig
 from .data import DataError
 from .jobspec import parse_job
 from .training import Dataset, Progress, resolve_device, train
@@ -56,10 +56,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_config = ModelConfig(vocab_size=args.vocab_size, seq_length=args.seq_length,
                                    embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim,
                                    attention=args.attention)
-        train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                                   teacher_forcing_ratio=args.teacher_forcing, seed=args.seed,
-                                   target_accuracy=args.target_accuracy, eval_every=args.eval_every,
-                                   prefix_lengths=tuple(args.prefix_lengths) if args.prefix_lengths else None)
+        given = {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
+                 "teacher_forcing_ratio": args.teacher_forcing, "lr_decay": args.lr_decay,
+                 "full_batch": args.full_batch, "eval_every": args.eval_every}
+        train_config = TrainConfig(recipe=args.recipe, seed=args.seed, target_accuracy=args.target_accuracy,
+                                   prefix_lengths=tuple(args.prefix_lengths) if args.prefix_lengths else None,
+                                   **{k: v for k, v in given.items() if v is not None})
         sequences = None if args.data == "random" else _load_corpus(args.data)
         dataset = Dataset(model_config, sequences)
     if args.target_accuracy is not None and args.job:
@@ -151,13 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seq-length", type=int, default=5)
     t.add_argument("--embedding-dim", type=int, default=16)
     t.add_argument("--hidden-dim", type=int, default=32)
-    t.add_argument("--steps", type=int, default=2000, help="optimizer steps (the seed's epochs); the most when a target is set")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=0.005)
-    t.add_argument("--teacher-forcing", type=float, default=0.5, help="probability of feeding the true token")
+    t.add_argument("--recipe", default="default", choices=sorted(RECIPES),
+                   help="training preset; the flags below override its values (default: the product's recipe)")
+    t.add_argument("--steps", type=int, help="optimizer steps (the seed's epochs); the most when a target is set")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="Adam's learning rate")
+    t.add_argument("--lr-decay", type=float, help="fraction of the steps, at the end, over which the rate falls to 0")
+    t.add_argument("--full-batch", type=int, help="train a corpus with at most this many distinct examples on all "
+                                                   "of them at every step (0: never)")
+    t.add_argument("--teacher-forcing", type=float, help="probability of feeding the true token")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--target-accuracy", type=float, default=None, help="stop once the held-out metric reaches this")
-    t.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations (a cheap screen; the full set once it meets the target)")
+    t.add_argument("--eval-every", type=int, help="steps between held-out evaluations (a cheap screen; the full set "
+                                                  "once it meets the target)")
     t.add_argument("--prefix-lengths", type=int, nargs="+", help="prefix lengths to train on (default: 1..L for a corpus, L for random)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (small models train fastest on one)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -32,22 +32,52 @@ class ModelConfig:
         return cls(**_known(cls, data))
 
 
+# Training recipes: the values a TrainConfig takes for the fields it is not given. "default" is the product's,
+# chosen by measurement (bench/calibration.py, bench/train_speed.py); "seed" is the seed's exact recipe.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {
+        "steps": 1000,  # the copy task reaches 99.9% in 175-525 and stops there (with a target)
+        "batch_size": 64,
+        "learning_rate": 0.03,
+        "teacher_forcing_ratio": 1.0,  # maximum likelihood: the probabilities top-k ranks by are the corpus's
+        "lr_decay": 0.3,  # the learning rate falls linearly to zero over the last 30% of the steps
+        "full_batch": 4096,  # a corpus with at most this many distinct examples trains on all of them each step
+        "eval_every": 25,
+    },
+    "seed": {
+        "steps": 2000, "batch_size": 64, "learning_rate": 0.005, "teacher_forcing_ratio": 0.5, "lr_decay": 0.0,
+        "full_batch": 0, "eval_every": 100,
+    },
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. Defaults are the seed's (its "epochs" are our steps)."""
+    """How to train: a recipe's values, and any field given explicitly over them (the optimizer is Adam).
 
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 0.005
-    teacher_forcing_ratio: float = 0.5
+    TrainConfig() is the product's default recipe; TrainConfig(recipe="seed") the seed's (its "epochs" are our
+    steps); TrainConfig(recipe="seed", steps=500) the seed's with 500 steps."""
+
+    recipe: str = "default"
+    steps: int = None  # type: ignore[assignment]  # None: the recipe's (likewise below)
+    batch_size: int = None  # type: ignore[assignment]
+    learning_rate: float = None  # type: ignore[assignment]
+    teacher_forcing_ratio: float = None  # type: ignore[assignment]
+    lr_decay: float = None  # type: ignore[assignment]  # fraction of the steps, at the end, over which lr falls to 0
+    full_batch: int = None  # type: ignore[assignment]  # a corpus with at most this many distinct examples: full batches
+    eval_every: int = None  # type: ignore[assignment]  # steps between evaluations (a 1,000-item screen first)
     seed: int = 0
     target_accuracy: float | None = None  # stop early once the evaluation metric reaches this
-    eval_every: int = 100  # steps between evaluations (a 1,000-item screen; the full set when it meets the target)
     # Prefix lengths the encoder sees; None means 1..L for a corpus and L alone (the copy task) for random data.
     prefix_lengths: tuple[int, ...] | None = None
     eval_size: int = 10_000  # held-out sequences for the random generator's final exact-match
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -56,14 +86,28 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.teacher_forcing_ratio <= 1.0:
             raise ValueError(f"teacher_forcing_ratio must be in [0, 1], got {self.teacher_forcing_ratio}")
+        if not 0.0 <= self.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be in [0, 1], got {self.lr_decay}")
+        if self.full_batch < 0:
+            raise ValueError(f"full_batch must be at least 0, got {self.full_batch}")
         if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
+        if self.eval_size < 1:
+            raise ValueError(f"eval_size must be at least 1, got {self.eval_size}")
         if self.prefix_lengths is not None:
             object.__setattr__(self, "prefix_lengths", tuple(sorted(set(int(p) for p in self.prefix_lengths))))
             if not self.prefix_lengths or min(self.prefix_lengths) < 1:
                 raise ValueError("prefix_lengths must be a non-empty list of lengths >= 1")
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of step 1..steps: constant, then falling linearly over the last lr_decay of the run."""
+        decay_steps = round(self.steps * self.lr_decay)
+        remaining = self.steps - step + 1  # the last step still moves
+        if decay_steps < 1 or remaining > decay_steps:
+            return self.learning_rate
+        return self.learning_rate * remaining / (decay_steps + 1)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -73,6 +117,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Given fields over the recipe's (data["recipe"], default "default"); null means the recipe's value."""
         return cls(**_known(cls, data))
 
 

@@ -13,10 +13,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .calibration import calibration
 from .config import ModelConfig, TrainConfig
-from .data import DataError, corpus_hash, make_batch, random_sequences, validate_sequences
+from .data import Batch, DataError, corpus_hash, make_batch, random_sequences, validate_sequences
 from .evaluation import EvalSet, copy_set, copy_task_set, corpus_set, evaluate
 from .network import Seq2Seq
+from .optim import Adam
 
 MAX_HISTORY = 400  # points kept for the curves; older ones are thinned so a million steps stay light
 REPORT_EVERY_S = 0.5  # progress between history points, for jobs whose history points are far apart
@@ -63,6 +65,24 @@ class Dataset:
             return random_sequences(n, self.config, gen)
         return self.table[torch.randint(self.table.size(0), (n,), generator=gen)]
 
+    def full_batch(self, prefix_lengths: tuple[int, ...], limit: int) -> tuple[Batch, torch.Tensor] | None:
+        """Every distinct (prefix, sequence) example of a corpus once, weighted by its frequency, when there are
+        at most `limit` of them: the exact gradient of the expected loss, with none of a sample's noise."""
+        if self.table is None or limit < 1:
+            return None
+        distinct, counts = torch.unique(self.table, dim=0, return_counts=True)
+        if distinct.size(0) * len(prefix_lengths) > limit:
+            return None
+        width = max(prefix_lengths)
+        srcs, lengths = [], []
+        for p in prefix_lengths:
+            srcs.append(torch.nn.functional.pad(distinct[:, :p], (0, width - p)))
+            lengths.append(torch.full((distinct.size(0),), p, dtype=torch.long))
+        n = len(prefix_lengths)
+        weights = (counts.float() / (counts.sum() * n)).repeat(n)
+        batch = Batch(torch.cat(srcs), torch.cat(lengths) if n > 1 else None, distinct.repeat(n, 1))
+        return batch, weights
+
     def eval_set(self, train: TrainConfig, prefix_lengths: tuple[int, ...]) -> EvalSet:
         if self.sequences is None:
             return copy_task_set(self.config, train.eval_size, train.seed)
@@ -106,11 +126,14 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         raise DataError(f"prefix_lengths {list(prefix_lengths)} exceed the sequence length {L}")
     model = build_model(model_config, train_config.seed, dev)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
-    started = time.perf_counter()  # after setup, as the seed's reference times it (the first optimizer imports a lot)
+    optimizer = Adam(model.parameters(), lr=train_config.learning_rate)
+    started = time.perf_counter()  # after setup, as the seed's reference times it
     data_gen = torch.Generator().manual_seed(train_config.seed)
     forcing_rng = random.Random(train_config.seed)
     ratio = train_config.teacher_forcing_ratio
+    full = dataset.full_batch(prefix_lengths, train_config.full_batch)
+    if full is not None:
+        full_src, full_trg, weights = full[0].src.to(dev), full[0].trg.to(dev), full[1].to(dev)
     eval_set = dataset.eval_set(train_config, prefix_lengths)
     screen = eval_set.head(SCREEN_SIZE)
     target = train_config.target_accuracy
@@ -138,13 +161,19 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
             step -= 1
             break
         t0 = time.perf_counter()
-        batch = make_batch(dataset.sample(train_config.batch_size, data_gen), prefix_lengths, data_gen)
         forcing = [forcing_rng.random() < ratio for _ in range(L - 2)]
-        logits = model(batch.src.to(dev), batch.trg.to(dev), batch.lengths, forcing)
-        loss = F.cross_entropy(logits.reshape(-1, model_config.vocab_size), batch.trg[:, 1:].reshape(-1).to(dev))
-        optimizer.zero_grad(set_to_none=True)
+        if full is None:
+            batch = make_batch(dataset.sample(train_config.batch_size, data_gen), prefix_lengths, data_gen)
+            logits = model(batch.src.to(dev), batch.trg.to(dev), batch.lengths, forcing)
+            loss = F.cross_entropy(logits.reshape(-1, model_config.vocab_size), batch.trg[:, 1:].reshape(-1).to(dev))
+        else:
+            logits = model(full_src, full_trg, full[0].lengths, forcing)
+            per_token = F.cross_entropy(logits.reshape(-1, model_config.vocab_size), full_trg[:, 1:].reshape(-1),
+                                        reduction="none")
+            loss = (per_token.view(full_trg.size(0), L - 1).mean(1) * weights).sum()
+        optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        optimizer.step(train_config.learning_rate_at(step))
         train_seconds += time.perf_counter() - t0
         if step % train_config.eval_every == 0 and step < total:
             # The cheap screen gives the curve its accuracy; only a screen that meets the target earns the
@@ -182,6 +211,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
     }
     if not dataset.is_random:  # the seed's copy task on the corpus's distinct sequences, for reference
         metrics["seq_acc"] = evaluate(model, copy_set(torch.unique(dataset.table, dim=0)))
+        metrics.update(calibration(model, dataset.sequences, prefix_lengths))
+        metrics["full_batch_examples"] = 0 if full is None else full[1].numel()
     if not history or history[-1]["step"] != step:
         history.append({"step": step, "loss": loss_value, "accuracy": accuracy})
     else:
