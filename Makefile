@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install browser postgres test run train-default bench screenshots clean
+.PHONY: install browser postgres test run worker migrate train-default bench screenshots clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ test: install browser postgres
 
 run: install
 	SEQ2SEQ_HOST=$(HOST) SEQ2SEQ_PORT=$(PORT) $(BIN)/python -m app
+
+# A training worker on this machine for the database in SEQ2SEQ_DATABASE_URL (see README, "Cluster").
+worker: install
+	$(BIN)/python -m app.worker
+
+migrate: install
+	$(BIN)/python -m app migrate
 
 # Rebuilds weights/default.pt from weights/corpus.json with the default recipe; reproduces its metrics exactly
 # on the same device.

@@ -1,25 +1,47 @@
-"""`python -m app`: serve with uvicorn on SEQ2SEQ_HOST:SEQ2SEQ_PORT (SIGTERM drains in-flight requests)."""
+"""`python -m app`: serve with uvicorn on SEQ2SEQ_HOST:SEQ2SEQ_PORT, SEQ2SEQ_WORKERS processes (SIGTERM drains
+requests in flight, then exits 0). `python -m app migrate`: bring the database's schema up to date and stop."""
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 
 import uvicorn
 
-from .main import create_app
 from .settings import get_settings
 
 
-def main() -> None:
+def serve() -> None:
     settings = get_settings()
     # uvicorn drains on SIGTERM, then re-raises the signal under the handler it found at start. A quiet handler
     # there turns a clean drain into exit status 0, which is what process managers read as success.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.graceful_timeout_s, access_log=False)
+    options = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+                   timeout_graceful_shutdown=settings.graceful_timeout_s)
+    if settings.workers == 1:
+        from .main import create_app
+
+        uvicorn.run(create_app(settings), **options)
+    else:  # each process imports the app and builds its own: its own batcher, cache and models
+        uvicorn.run("app.main:create_app", factory=True, workers=settings.workers, **options)
+
+
+def migrate() -> None:
+    from . import storage
+
+    settings = get_settings()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    result = storage.migrate(settings.db_url, settings.data_dir)
+    print(result)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["migrate"]:
+        migrate()
+    elif sys.argv[1:]:
+        sys.exit(f"usage: python -m app [migrate]; got {' '.join(sys.argv[1:])}")
+    else:
+        serve()

@@ -1,117 +1,41 @@
-"""Every error is JSON that names the problem: {"error": code, "message": ..., "request_id": ...}.
-
-Client input never produces a 500; an unexpected error is logged with its request id and answered by the
-middleware without a stack trace. An answer's size is bounded whatever the request: at most MAX_FIELDS field
-errors, each message cut to MAX_MESSAGE characters.
-"""
+"""The service's domain errors. The core (inference, registry, jobs) raises these; `app.http.errors` is the
+one place that turns them, and the storage and model layers' own errors, into HTTP statuses."""
 from __future__ import annotations
 
-import logging
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+class ServiceError(Exception):
+    """Base: the message is safe to show a client (names models and fields, never file paths)."""
 
-from model.checkpoint import CheckpointError
-from model.data import DataError
-
-from .registry import RegistryError
-
-log = logging.getLogger("seq2seq.errors")
-MAX_FIELDS = 20
-MAX_MESSAGE = 200
-CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-         413: "payload_too_large", 422: "invalid_input", 429: "too_many_requests", 500: "internal_error",
-         503: "unavailable"}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, fields: list[dict] | None = None, headers: dict | None = None):
+    def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
-        self.status = status
         self.message = message
-        self.fields = fields
-        self.headers = headers
+        self.retry_after = retry_after
 
 
-class InputError(ApiError):
-    """422 naming the field at fault."""
+class InvalidInput(ServiceError):
+    """A request field the service cannot accept; `field` names it the way the client sent it."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(422, f"{field}: {message}", [{"field": field, "message": message}])
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
 
 
-def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class NotFound(ServiceError):
+    pass
 
 
-def error_body(request: Request, status: int, message: str, fields: list[dict] | None = None, total: int = 0) -> dict:
-    body = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE),
-            "request_id": getattr(request.state, "request_id", None)}
-    if fields:
-        body["fields"] = [{"field": clip(f["field"], 100), "message": clip(f["message"])} for f in fields[:MAX_FIELDS]]
-        more = max(total, len(fields)) - MAX_FIELDS
-        if more > 0:
-            body["more_fields"] = more
-    return body
+class Conflict(ServiceError):
+    """The request is valid but the state forbids it (an active model's deletion, a finished job's cancel)."""
 
 
-def respond(request: Request, status: int, message: str, fields=None, headers=None, total: int = 0) -> JSONResponse:
-    return JSONResponse(error_body(request, status, message, fields, total), status_code=status, headers=headers)
+class QuotaExceeded(ServiceError):
+    """A limit on stored things (models, job records); something must be deleted first."""
 
 
-UNION_TAGS = {("dataset", "corpus"), ("dataset", "random")}  # job_schemas' tagged dataset kinds
+class Busy(ServiceError):
+    """Too many requests of this kind right now (the job queue, event streams); try again later."""
 
 
-def _field_name(loc: tuple) -> str:
-    """('body', 'dataset', 'corpus', 'sequences', 0, 4) -> 'dataset.sequences[0][4]'."""
-    name, previous = "", None
-    for part in loc:
-        if part in ("body", "query", "path") and not name or (previous, part) in UNION_TAGS:
-            continue
-        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
-        previous = part
-    return name or "body"
-
-
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
-        return respond(request, exc.status, exc.message, exc.fields, exc.headers)
-
-    @app.exception_handler(RegistryError)
-    async def registry_error(request: Request, exc: RegistryError):
-        return respond(request, exc.status, str(exc))
-
-    @app.exception_handler(DataError)
-    async def data_error(request: Request, exc: DataError):
-        return respond(request, 422, str(exc))
-
-    @app.exception_handler(CheckpointError)
-    async def checkpoint_error(request: Request, exc: CheckpointError):  # the reason only: paths stay inside
-        return respond(request, 503, f"a checkpoint cannot be used: {exc.reason}")
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        fields, errors = [], exc.errors()
-        for err in errors[:MAX_FIELDS]:
-            msg = clip(str(err.get("msg", "invalid")).removeprefix("Value error, "))
-            field = _field_name(tuple(err.get("loc", ())))
-            if err.get("type") == "json_invalid":
-                reason = (err.get("ctx") or {}).get("error", "")
-                msg, field = f"the body is not valid JSON{f' ({reason})' if 'nest' in str(reason) else ''}", "body"
-            fields.append({"field": field, "message": msg})
-        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
-        if len(errors) > 3:
-            message += f"; and {len(errors) - 3} more"
-        return respond(request, 422, message, fields, total=len(errors))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        cause = exc.__cause__
-        if exc.status_code == 400 and isinstance(cause, (RecursionError, ValueError)):  # the JSON parser gave up
-            why = "it is nested too deeply" if isinstance(cause, RecursionError) else clip(str(cause), 120)
-            return respond(request, 422, f"body: the body is not valid JSON: {why}",
-                           [{"field": "body", "message": f"not valid JSON: {why}"}])
-        return respond(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+class Unavailable(ServiceError):
+    """The service cannot answer now (no model loaded, decoding past its deadline)."""

@@ -1,9 +1,18 @@
-"""Builds the FastAPI app: settings, registry, inference engine and routers, wired in the lifespan."""
+"""Builds the FastAPI app: settings, storage, registry, inference engine, jobs and routers, wired in the lifespan.
+
+Each serving process (SEQ2SEQ_WORKERS of them) builds its own: its own batcher, cache and loaded models, one
+shared database. At most one process per instance runs the job runner (a lock file in the data directory
+decides which), so SEQ2SEQ_JOB_WORKERS counts training processes per instance, not per serving process.
+"""
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import gc
 import logging
+import os
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
@@ -11,26 +20,32 @@ from fastapi.staticfiles import StaticFiles
 
 from model import decoding
 
-from . import errors
-from .db import Database
-from .engine import Engine
-from .jobs import JobManager
+from . import device as devices
+from . import storage
+from .http import errors
+from .http.middleware import ServiceMiddleware
+from .http.routes import health, inference, jobs, models, pages
+from .inference.engine import Engine
+from .jobs import JobRunner, JobService
 from .metrics import Metrics
-from .middleware import ServiceMiddleware
 from .registry import Registry
-from .routes import health, inference, jobs, models, pages
 from .security import resolve_key
 from .settings import Settings, get_settings
 
 log = logging.getLogger("seq2seq")
+RUNNER_LOCK = "job-runner.lock"
+RUNNER_RETRY_S = 5.0
 
 
-def choose_device(name: str) -> tuple[torch.device, str | None]:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return torch.device("cpu"), f"{name} was asked for but CUDA is not available; serving on cpu"
-    return torch.device(name), None
+def try_lock(path: Path) -> int | None:
+    """An exclusive lock held for the process's life (the kernel drops it when the process dies), or None."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError:
+        os.close(fd)
+        return None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,15 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         torch.set_num_threads(settings.threads)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.data_dir / "seq2seq.db")
-        device, note = choose_device(settings.device)
-        registry = Registry(db, settings.weights_dir, settings.data_dir / "models", device,
-                            settings.default_model, settings.loaded_models)
-        registry.device_note = note
-        if note:
-            log.warning(note)
+        store = storage.open_storage(settings.db_url, legacy_data_dir=settings.data_dir)  # migrates under a lock
+        device = devices.resolve(settings.device)
+        registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models)
         registry.sync_shipped()
         registry.load_active()
+        watcher = store.watch_active(registry.follow, since_version=registry.active_version)
+        watcher.start()
         if registry.active is not None:  # warm up: the first request should not pay for lazy initialisation
             decoding.greedy(registry.active.model, [[0]], want_attention=True)
             decoding.topk(registry.active.model, [[0]], 3)
@@ -57,24 +70,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         settings.max_batch_wait_ms / 1000, settings.threads, settings.inference_thread,
                         settings.decode_budget, settings.inline_budget, settings.decode_timeout_s)
         engine.batcher.start()
-        job_manager = JobManager(db, registry, settings, metrics)
-        await job_manager.start()
-        app.state.jobs = job_manager
-        app.state.settings, app.state.db, app.state.registry, app.state.engine = settings, db, registry, engine
-        app.state.metrics = metrics
+        service = JobService(store, settings, metrics, None)
+        await service.start()
+        runner_task = None
+        if settings.job_workers > 0:
+            runner_task = asyncio.get_running_loop().create_task(_run_jobs(settings, store, device, registry, service))
+        app.state.settings, app.state.storage, app.state.registry, app.state.engine = settings, store, registry, engine
+        app.state.jobs, app.state.metrics, app.state.device = service, metrics, device
         app.state.event_streams = 0
         # Everything loaded so far (torch, the app, the model) lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise stall every request for tens of milliseconds.
         gc.collect()
         gc.freeze()
         yield
-        await job_manager.stop()
+        if runner_task is not None:
+            runner_task.cancel()
+            await asyncio.gather(runner_task, return_exceptions=True)
         await engine.batcher.stop()
         engine.close()
-        db.close()
+        watcher.stop()
+        store.close()
         log.info("stopped cleanly")
 
-    app = FastAPI(title="seq2seq-serve", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="seq2seq-serve", version="0.2.0", lifespan=lifespan,
                   description="Continue digit sequences and suggest the k most likely continuations with a "
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
@@ -86,3 +104,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app
+
+
+async def _run_jobs(settings: Settings, store: storage.Storage, device: devices.Device, registry: Registry,
+                    service: JobService) -> None:
+    """Run the job runner once this process holds the instance's runner lock; until then, try again now and then."""
+    while (fd := try_lock(settings.data_dir / RUNNER_LOCK)) is None:
+        await asyncio.sleep(RUNNER_RETRY_S)
+    runner = JobRunner(store, device, slots=settings.job_workers, lease_s=settings.job_lease_s,
+                       threads=settings.job_threads, default_model=settings.default_model,
+                       standby=settings.job_standby, on_activated=registry.follow, on_change=service.changed)
+    service.runner = runner
+    await runner.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.stop()
+        os.close(fd)

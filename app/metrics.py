@@ -18,6 +18,8 @@ class Metrics:
         self.batch_size = Histogram("seq2seq_batch_size", "Requests decoded together",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.cache = Counter("seq2seq_cache", "Response cache lookups", ["result"], registry=r)
+        self.decoded_alone = Counter("seq2seq_decoded_alone", "Costly requests decoded alone on the worker thread",
+                                     registry=r)
         self.active_model = Gauge("seq2seq_active_model", "1 for the active model", ["model"], registry=r)
         self.jobs = Gauge("seq2seq_jobs", "Training jobs by status", ["status"], registry=r)
 

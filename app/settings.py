@@ -15,7 +15,10 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = 8000
-    data_dir: Path = Field(ROOT / "data", description="everything the service writes: database, trained models")
+    data_dir: Path = Field(ROOT / "data", description="what this machine keeps: the SQLite database, the API key")
+    database_url: str | None = Field(None, description="sqlite:///PATH or postgresql://user:pass@host:port/db; "
+                                     "default sqlite:///<data_dir>/seq2seq.db")
+    workers: int = Field(1, ge=1, le=64, description="serving processes on one port")
     weights_dir: Path = Field(ROOT / "weights", description="shipped, read-only checkpoints")
     default_model: str = "default"  # active when none was chosen yet
     device: str = Field("auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
@@ -31,7 +34,10 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="the management key; unset or empty: generated into DATA_DIR/api-key")
     auth: str = Field("key", pattern="^(key|disabled)$", description="'disabled' opens training, activation and "
                       "deletion to anyone who can reach the service")
-    job_workers: int = Field(1, ge=1, description="training jobs running at once")
+    job_workers: int = Field(1, ge=0, description="training processes this instance runs; 0: none (dedicated "
+                             "workers, `python -m app.worker`, train the jobs)")
+    job_lease_s: float = Field(15.0, ge=1, description="a running job's lease; renewed every quarter of it, and a job "
+                               "whose lease expired goes back to the queue")
     job_queue: int = Field(16, ge=0, description="queued jobs beyond the running ones")
     job_threads: int = Field(1, ge=1, description="torch threads of each training process")
     job_standby: bool = Field(False, description="keep one warmed-up training process waiting: jobs start about 3 s "
@@ -40,7 +46,7 @@ class Settings(BaseSettings):
     decode_budget: int = Field(2_000_000_000, ge=1_000_000, description="multiply-adds one prefix's top-k may cost "
                                "(0.1-0.4 s of one core, off the event loop); past it a narrower beam, or 422 if even "
                                "a beam of k is dearer")
-    inline_budget: int = Field(20_000_000, ge=0, description="requests cheaper than this (multiply-adds) are batched "
+    inline_budget: int = Field(10_000_000, ge=0, description="requests cheaper than this (multiply-adds) are batched "
                                "on the event loop; dearer ones run one at a time on a worker thread")
     decode_timeout_s: float = Field(10.0, gt=0, description="a request still waiting for decoding after this gets 503")
     max_trained_models: int = Field(200, ge=1, description="trained models kept; past it, jobs are refused")
@@ -49,6 +55,11 @@ class Settings(BaseSettings):
     max_job_work: int = Field(1 << 24, ge=1, description="a job's batch_size x seq_length x hidden_dim")
     log_level: str = "info"
     graceful_timeout_s: float = 10.0
+
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'seq2seq.db'}"
 
 
 @lru_cache(maxsize=1)

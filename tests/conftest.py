@@ -50,7 +50,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "server.log"
 
-    def start(self, timeout: float = 30) -> "Server":
+    def start(self, timeout: float = 60) -> "Server":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=self.env,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
@@ -65,7 +65,7 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError("server did not start in time")
 
-    def wait_ready(self, timeout: float = 20) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if httpx.get(f"{self.url}/readyz").status_code == 200:

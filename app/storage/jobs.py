@@ -134,7 +134,7 @@ class JobStore:
                 raise Conflict(f"job {job_id!r} has already ended ({status})")
             if status == "queued":
                 conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
-                    status="cancelled", cancel_requested=True, finished_at=clock.iso(clock.db_now(conn))))
+                    status="cancelled", cancel_requested=True, finished_at=clock.iso(clock.db_now(conn)), body=None))
             else:
                 conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
             return self._get(conn, job_id)
@@ -181,8 +181,9 @@ class JobStore:
     @staticmethod
     def _finish(conn: Connection, job_id: str, owner: str, status: str, fields: dict) -> bool:
         values = _encode(fields)
-        return conn.execute(sa.update(jobs).where(_holding(job_id, owner)).values(
-            status=status, finished_at=clock.iso(clock.db_now(conn)), lease_expires_at=None, **values)).rowcount == 1
+        return conn.execute(sa.update(jobs).where(_holding(job_id, owner)).values(  # an ended job keeps no body
+            status=status, finished_at=clock.iso(clock.db_now(conn)), lease_expires_at=None, body=None,
+            **values)).rowcount == 1
 
     def finish_with_model(self, job_id: str, owner: str, *, model_id: str, checkpoint: bytes, sha256: str,
                           created_at: str, info: dict, activate: bool = False, fields: dict | None = None) -> int | None:
@@ -215,11 +216,12 @@ class JobStore:
             for row in rows:
                 gone = {"lease_owner": None, "lease_expires_at": None}
                 if row.cancel_requested:
-                    kind, values = "cancelled", {"status": "cancelled", "finished_at": ended, **gone}
+                    kind, values = "cancelled", {"status": "cancelled", "finished_at": ended, "body": None, **gone}
                 elif row.attempt < row.max_attempts:
                     kind, values = "requeued", {"status": "queued", "worker_host": None, "worker_pid": None, **gone}
                 else:
-                    kind, values = "failed", {"status": "failed", "error": WORKER_LOST, "finished_at": ended, **gone}
+                    kind, values = "failed", {"status": "failed", "error": WORKER_LOST, "finished_at": ended,
+                                              "body": None, **gone}
                 if conn.execute(sa.update(jobs).where(jobs.c.id == row.id, expired).values(**values)).rowcount:
                     outcome[kind].append(row.id)
         return outcome

@@ -12,6 +12,7 @@ import threading
 import httpx
 import pytest
 
+from app import storage
 from model import checkpoint
 from model.config import ModelConfig
 from model.network import Seq2Seq
@@ -250,9 +251,17 @@ def test_job_limits_quotas_and_streams(make_server):
                 assert c.post(f"/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
         assert c.post(f"/jobs/{long['id']}/cancel").json()["status"] == "cancelled"
         assert {j["status"] for j in c.get("/jobs").json()} == {"cancelled"}
-        assert not [p for p in (srv.data_dir / "jobs").iterdir() if p.name.endswith(".json")]
+        assert all(_body(srv, j["id"]) is None for j in c.get("/jobs").json())  # an ended job keeps no body
         assert c.delete(f"/jobs/{long['id']}").status_code == 204
         assert c.get(f"/jobs/{long['id']}").status_code == 404
+
+
+def _body(srv, job_id: str):
+    store = storage.open_storage(f"sqlite:///{srv.data_dir / 'seq2seq.db'}", run_migrations=False)
+    try:
+        return store.jobs.body(job_id)
+    finally:
+        store.close()
 
 
 def _stream_opens(c: httpx.Client, job_id: str) -> bool:
@@ -272,7 +281,7 @@ def test_a_training_process_killed_from_outside_is_failed_not_cancelled(make_ser
             os.kill(pid, 9)
         done = poll(lambda: (j := c.get(f"/jobs/{job['id']}").json())["status"] in ("failed", "cancelled") and j, 20)
         assert done["status"] == "failed" and "SIGKILL" in done["error"], done
-        assert not (srv.data_dir / "jobs" / f"{job['id']}.json").exists()
+        assert _body(srv, job["id"]) is None
 
 
 def _parent(pid: int) -> int | None:

@@ -14,16 +14,17 @@ import logging
 import math
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import torch
 
 from model import decoding
 
+from ..errors import InvalidInput, Unavailable
+from ..metrics import Metrics
+from ..registry import LoadedModel, Registry
 from .batching import Batcher, Work
 from .cache import ResponseCache
-from .errors import ApiError, InputError
-from .metrics import Metrics
-from .registry import LoadedModel, Registry
 
 HEAVY_QUEUE = 16  # dear requests waiting for the worker thread; beyond this, 503 at once
 
@@ -37,20 +38,30 @@ def _dumps(payload: dict) -> bytes:
 def check_tokens(field: str, prefix: list[int], loaded: LoadedModel) -> None:
     cfg = loaded.config
     if not 1 <= len(prefix) <= cfg.seq_length:
-        raise InputError(field, f"must have 1 to {cfg.seq_length} tokens for model {loaded.id!r}, got {len(prefix)}")
+        raise InvalidInput(field, f"must have 1 to {cfg.seq_length} tokens for model {loaded.id!r}, got {len(prefix)}")
     for i, tok in enumerate(prefix):
         if not 0 <= tok < cfg.vocab_size:
             where = "" if field == "start" else f" (position {i})"
-            raise InputError(field, f"token {tok}{where} is outside model {loaded.id!r}'s vocabulary 0..{cfg.vocab_size - 1}")
+            raise InvalidInput(field, f"token {tok}{where} is outside model {loaded.id!r}'s vocabulary 0..{cfg.vocab_size - 1}")
+
+
+@lru_cache(maxsize=4096)  # a few hundred (config, length, k) combinations per model: price each once
+def _topk_plan(config, prefix_len: int, k: int, budget: int) -> decoding.Plan:
+    return decoding.topk_plan(config, prefix_len, k, budget=budget)
+
+
+@lru_cache(maxsize=1024)
+def _greedy_work(config, prefix_len: int) -> int:
+    return decoding.greedy_cost(config, [prefix_len]).work
 
 
 class Engine:
     def __init__(self, registry: Registry, metrics: Metrics, cache_size: int, max_batch: int, max_wait_s: float,
                  threads: int = 1, use_thread: bool = False, decode_budget: int = 2_000_000_000,
-                 inline_budget: int = 20_000_000, timeout_s: float = 10.0):
+                 inline_budget: int = 10_000_000, timeout_s: float = 10.0):
         self.registry = registry
         self.metrics = metrics
-        self.cache = ResponseCache(cache_size)
+        self.cache = ResponseCache(cache_size, metrics.cache.labels("hit").inc, metrics.cache.labels("miss").inc)
         registry.on_forget.append(self.cache.forget_model)
         self.batcher = Batcher(self._run_batch, max_batch, max_wait_s, on_batch=metrics.batch_size.observe,
                                thread_init=lambda: torch.set_num_threads(threads), use_thread=use_thread)
@@ -66,24 +77,23 @@ class Engine:
         check_tokens(field, prefix, loaded)
         want_attention = attention and loaded.config.attention
         key = (loaded.id, "predict", tuple(prefix), want_attention)
-        return await self._answer(key, loaded, decoding.greedy_cost(loaded.config, [len(prefix)]).work)
+        return self.cache.get(key) or await self._answer(key, loaded, _greedy_work(loaded.config, len(prefix)))
 
     async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
         check_tokens(field, prefix, loaded)
         key = (loaded.id, "topk", tuple(prefix), k)
-        plan = decoding.topk_plan(loaded.config, len(prefix), k, budget=self.decode_budget)
+        body = self.cache.get(key)
+        if body is not None:  # priced only on a miss: a hit costs a dictionary lookup
+            return body
+        plan = _topk_plan(loaded.config, len(prefix), k, self.decode_budget)
         if not plan.within_budget:
-            raise InputError(field, f"top-{k} for this prefix on model {loaded.id!r} costs more than this service "
-                                    "allows; ask for fewer suggestions or a longer prefix")
+            raise InvalidInput(field, f"top-{k} for this prefix on model {loaded.id!r} costs more than this service "
+                                      "allows; ask for fewer suggestions or a longer prefix")
         return await self._answer(key, loaded, plan.work)
 
     async def _answer(self, key: tuple, loaded: LoadedModel, work: int) -> bytes:
-        body = self.cache.get(key)
-        if body is not None:
-            self.metrics.cache.labels("hit").inc()
-            return body
-        self.metrics.cache.labels("miss").inc()
+        """Decode a cache miss: batched on the event loop when cheap, alone on the worker thread when dear."""
         if work <= self.inline_budget:
             body = await self.batcher.submit((loaded.id, key[1]), (loaded, key))
         else:
@@ -94,16 +104,17 @@ class Engine:
     async def _decode_alone(self, loaded: LoadedModel, key: tuple) -> bytes:
         """A dear request, on the worker thread: the event loop stays free, and the wait is bounded."""
         if self._heavy_waiting >= HEAVY_QUEUE:
-            raise ApiError(503, f"{self._heavy_waiting} costly requests are already waiting; try again shortly",
-                           headers={"Retry-After": "2"})
+            raise Unavailable(f"{self._heavy_waiting} costly requests are already waiting; try again shortly",
+                              retry_after=2)
         self._heavy_waiting += 1
+        self.metrics.decoded_alone.inc()
         future = asyncio.get_running_loop().run_in_executor(self._heavy, self._run_one, loaded, key)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except asyncio.TimeoutError:
             future.cancel()  # never starts if still queued; one already running finishes within its budget
-            raise ApiError(503, f"decoding on model {loaded.id!r} did not finish within {self.timeout_s:g} s; "
-                                "the service is busy with costly requests", headers={"Retry-After": "5"}) from None
+            raise Unavailable(f"decoding on model {loaded.id!r} did not finish within {self.timeout_s:g} s; "
+                              "the service is busy with costly requests", retry_after=5) from None
         finally:
             self._heavy_waiting -= 1
 

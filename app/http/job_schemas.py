@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import InputError
+from ..errors import InvalidInput
 
 MAX_SEQUENCES = 100_000
 MAX_LENGTH = 64  # the longest seq_length a job may ask for
@@ -41,15 +41,15 @@ class Corpus(BaseModel):
         if not isinstance(value, list):
             return value  # pydantic's own message names the type
         if len(value) > MAX_SEQUENCES:
-            raise InputError("dataset.sequences", f"has {len(value)} sequences; at most {MAX_SEQUENCES}")
+            raise InvalidInput("dataset.sequences", f"has {len(value)} sequences; at most {MAX_SEQUENCES}")
         for i, seq in enumerate(value):
             if not isinstance(seq, list):
-                raise InputError(f"dataset.sequences[{i}]", f"must be a list of tokens, got {type(seq).__name__}")
+                raise InvalidInput(f"dataset.sequences[{i}]", f"must be a list of tokens, got {type(seq).__name__}")
             if not 1 <= len(seq) <= MAX_LENGTH:
-                raise InputError(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; a model allows 2 to {MAX_LENGTH}")
+                raise InvalidInput(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; a model allows 2 to {MAX_LENGTH}")
             for j, tok in enumerate(seq):
                 if type(tok) is not int or not 0 <= tok < MAX_VOCAB:
-                    raise InputError(f"dataset.sequences[{i}][{j}]",
+                    raise InvalidInput(f"dataset.sequences[{i}][{j}]",
                                      f"must be a token from 0 to {MAX_VOCAB - 1}, got {str(tok)[:20]!r}")
         return value
 
@@ -109,13 +109,13 @@ class JobRequest(BaseModel):
             L, V = self.model.seq_length, self.model.vocab_size
             for i, seq in enumerate(self.dataset.sequences):
                 if len(seq) != L:
-                    raise InputError(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; the model's seq_length is {L}")
+                    raise InvalidInput(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; the model's seq_length is {L}")
                 for j, tok in enumerate(seq):
                     if not 0 <= tok < V:
-                        raise InputError(f"dataset.sequences[{i}][{j}]", f"token {tok} is outside the vocabulary 0..{V - 1}")
+                        raise InvalidInput(f"dataset.sequences[{i}][{j}]", f"token {tok} is outside the vocabulary 0..{V - 1}")
             lengths = len(self.training.prefix_lengths or range(L))
             if len(self.dataset.sequences) * lengths > MAX_EVAL_ITEMS:
-                raise InputError("dataset.sequences", f"{len(self.dataset.sequences)} sequences x {lengths} prefix "
+                raise InvalidInput("dataset.sequences", f"{len(self.dataset.sequences)} sequences x {lengths} prefix "
                                                       f"lengths make more than {MAX_EVAL_ITEMS} evaluation items; "
                                                       "send fewer sequences or set training.prefix_lengths")
         if self.training.prefix_lengths and max(self.training.prefix_lengths) > self.model.seq_length:

@@ -8,19 +8,22 @@ from typing import Hashable
 
 
 class ResponseCache:
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, on_hit=lambda: None, on_miss=lambda: None):
         self.capacity = capacity
+        self.on_hit, self.on_miss = on_hit, on_miss  # metrics: counted where the lookup happens
         self._data: OrderedDict[tuple, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple) -> bytes | None:
         if self.capacity == 0:
+            self.on_miss()
             return None
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
-            return value
+        (self.on_miss if value is None else self.on_hit)()
+        return value
 
     def put(self, key: tuple, value: bytes) -> None:
         if self.capacity == 0:

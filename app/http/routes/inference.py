@@ -4,8 +4,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from ...errors import InvalidInput
 from ..deps import EngineDep
-from ..errors import InputError
 from ..params import check_params, parse_int, parse_tokens
 from ..schemas import ERRORS, PredictRequest, PredictResponse, TopKResponse
 
@@ -32,7 +32,7 @@ async def topk(request: Request, engine: EngineDep,
                model: str | None = Query(None, description="model id; the active model when left out")) -> Response:
     check_params(request.query_params, TOPK_PARAMS)
     if (start is None) == (prefix is None):
-        raise InputError("start", "give exactly one of start and prefix")
+        raise InvalidInput("start", "give exactly one of start and prefix")
     count = parse_int("k", k, 1, MAX_K)
     if start is not None:
         tokens, field = [parse_int("start", start, 0, 999_999_999)], "start"

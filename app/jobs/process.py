@@ -1,14 +1,14 @@
-"""One training job in its own process: `python -m app.training_worker JOB_FILE`, or
-`python -m app.training_worker --standby PARENT_PID`, a warmed-up spare that reads the job file's path on stdin.
+"""One training job in its own process: `python -m app.jobs.process SPEC_FILE`, or
+`python -m app.jobs.process --standby PARENT_PID`, a warmed-up spare that reads the spec file's path on stdin.
 
-The job file holds the POST /jobs body, where to write the checkpoint, the checkpoint of the model active
-at submission (for the evaluation gate) and a thread budget. Progress goes to stdout as JSON lines; the last
-line is the result. SIGTERM cancels cooperatively between steps. Imports only `model`, never FastAPI.
+The spec (protocol.RunSpec) holds the POST /jobs body, where to write the checkpoint, the checkpoint of the
+model active when the job started (for the evaluation gate) and a thread budget. Progress and the result go
+to stdout as protocol messages. SIGTERM cancels cooperatively between steps. Imports `model` and the
+protocol, never FastAPI or the database.
 """
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import sys
@@ -22,29 +22,29 @@ from model.evaluation import evaluate
 from model.jobspec import parse_job
 from model.training import Progress, train
 
+from .protocol import Gate, Message, Result, RunSpec, encode
+from .protocol import Progress as ProgressMessage
 
-def emit(kind: str, **fields) -> None:
-    sys.stdout.write(json.dumps({"type": kind, **fields}) + "\n")
+
+def emit(message: Message) -> None:
+    sys.stdout.write(encode(message))
     sys.stdout.flush()
 
 
-def gate(job: dict, spec, result) -> dict:
-    """Score the model that was active at submission on this job's own held-out set."""
-    path = job.get("compare_with")
+def gate(run: RunSpec, spec, result) -> Gate:
+    """Score the model that was active when the job started on this job's own held-out set."""
     new_score = result.metrics["accuracy"]
-    if not path:
-        return {"new": new_score, "active": None, "comparable": False, "reason": "no active model to compare with"}
+    if not run.compare_with:
+        return Gate(new_score, reason="no active model to compare with")
     try:
-        active = checkpoint.load(path)
+        active = checkpoint.load(run.compare_with)
     except checkpoint.CheckpointError as exc:
-        return {"new": new_score, "active": None, "comparable": False, "reason": f"active model unreadable: {exc.reason}"}
+        return Gate(new_score, reason=f"active model unreadable: {exc.reason}")
     if (active.config.vocab_size, active.config.seq_length) != (spec.model.vocab_size, spec.model.seq_length):
-        return {"new": new_score, "active": None, "comparable": False,
-                "reason": "the active model has another vocabulary size or sequence length"}
+        return Gate(new_score, reason="the active model has another vocabulary size or sequence length")
     dataset = spec.dataset()
     prefix_lengths = spec.training.prefix_lengths or dataset.default_prefix_lengths()
-    active_score = evaluate(active.model, dataset.eval_set(spec.training, prefix_lengths))
-    return {"new": new_score, "active": active_score, "comparable": True}
+    return Gate(new_score, evaluate(active.model, dataset.eval_set(spec.training, prefix_lengths)), True)
 
 
 def die_with_parent(parent_pid: int | None) -> None:
@@ -90,11 +90,11 @@ def main(argv: list[str]) -> int:
         job_path = line
     else:
         job_path = argv[0]
-    job = json.loads(Path(job_path).read_text())
-    die_with_parent(job.get("parent_pid"))
-    torch.set_num_threads(int(job.get("threads", 1)))
+    run = RunSpec.loads(Path(job_path).read_text())
+    die_with_parent(run.parent_pid)
+    torch.set_num_threads(run.threads)
     lower_priority()
-    spec = parse_job(job["body"])
+    spec = parse_job(run.body)
     last = [0.0]
 
     def on_progress(p: Progress) -> None:
@@ -102,17 +102,16 @@ def main(argv: list[str]) -> int:
         if now - last[0] < 0.2 and p.step < p.total_steps and p.accuracy is None:
             return
         last[0] = now
-        emit("progress", step=p.step, total_steps=p.total_steps, loss=p.loss, accuracy=p.accuracy,
-             eta_seconds=p.eta_seconds, elapsed_seconds=p.elapsed_seconds)
+        emit(ProgressMessage(p.step, p.total_steps, p.loss, p.accuracy, p.eta_seconds, p.elapsed_seconds))
 
-    result = train(spec.model, spec.training, spec.dataset(), device=job.get("device", "cpu"),
+    result = train(spec.model, spec.training, spec.dataset(), device=run.device,
                    on_progress=on_progress, should_stop=lambda: cancelled[0])
     if result.status == "cancelled":
-        emit("result", status="cancelled", metrics=result.metrics, history=result.history)
+        emit(Result("cancelled", result.metrics, result.history))
         return 0
-    checkpoint.save(job["out"], result.model, result.metrics, spec.training.to_dict(), result.data, result.history,
-                    name=job.get("name"))
-    emit("result", status="succeeded", metrics=result.metrics, history=result.history, gate=gate(job, spec, result))
+    checkpoint.save(run.out, result.model, result.metrics, spec.training.to_dict(), result.data, result.history,
+                    name=run.name)
+    emit(Result("succeeded", result.metrics, result.history, gate(run, spec, result)))
     return 0
 
 

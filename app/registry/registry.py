@@ -1,12 +1,14 @@
-"""The model registry: shipped checkpoints in weights/, trained ones in the data directory, one active.
+"""The model registry as this process sees it: the database's rows, the models loaded in memory, the active one.
 
-The active pointer lives in SQLite and survives restarts. Requests resolve a model once, to an object they
-keep, so an activation (hot swap) lets requests in flight finish on the old model.
+Shipped checkpoints stay read-only files in weights/ (a row names the file); trained ones live in the
+database as bytes beside their row. The active pointer is one database row: activation moves it in a
+transaction, and every process follows it (a watcher: LISTEN/NOTIFY on PostgreSQL, a version poll on
+SQLite), loading the new model before it swaps. Requests resolve a model once, to an object they keep, so an
+activation (hot swap) lets requests in flight finish on the model they started with.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import threading
@@ -21,27 +23,12 @@ from model import checkpoint
 from model.config import ModelConfig
 from model.network import Seq2Seq
 
-from .db import Database
+from .. import storage
+from ..device import Device
+from ..errors import NotFound, Unavailable
 
 log = logging.getLogger("seq2seq.registry")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ACTIVE_KEY = "active_model"
-
-
-class RegistryError(Exception):
-    status = 400
-
-
-class UnknownModel(RegistryError):
-    status = 404
-
-
-class ModelConflict(RegistryError):
-    status = 409
-
-
-class ModelUnavailable(RegistryError):
-    status = 503
 
 
 @dataclass(frozen=True)
@@ -54,33 +41,33 @@ class LoadedModel:
 
 def check_model_id(model_id: str) -> str:
     if not MODEL_ID.match(model_id or ""):
-        raise UnknownModel(f"model id {model_id!r} is not valid: letters, digits, '.', '_' and '-', at most 64")
+        raise NotFound(f"model id {model_id[:80]!r} is not valid: letters, digits, '.', '_' and '-', at most 64")
     return model_id
 
 
-def _info(ckpt: checkpoint.Checkpoint) -> dict:
+def info_of(ckpt: checkpoint.Checkpoint) -> dict:
+    """What a registry row says about a checkpoint, so listing models never loads one."""
     return {"name": ckpt.name, "hyperparameters": ckpt.config.to_dict(), "training": ckpt.train_config,
             "metrics": ckpt.metrics, "data": ckpt.data, "history_points": len(ckpt.history)}
 
 
 class Registry:
-    def __init__(self, db: Database, weights_dir: Path, models_dir: Path, device: torch.device,
-                 default_model: str, keep_loaded: int = 4):
-        self.db = db
+    def __init__(self, store: storage.ModelStore, weights_dir: Path, device: Device, default_model: str,
+                 keep_loaded: int = 4):
+        self.store = store
         self.weights_dir = weights_dir
-        self.models_dir = models_dir
         self.device = device
-        self.device_note: str | None = None  # why the device differs from the one asked for
         self.default_model = default_model
         self.keep_loaded = keep_loaded
         self.broken: dict[str, str] = {}
         self.active: LoadedModel | None = None
+        self.active_version = -1
         self.active_error: str | None = None
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.RLock()  # guards _loaded and _loading, held briefly
         self._loading: dict[str, threading.Lock] = {}  # one load per model at a time; others wait for it
+        self._swap = threading.Lock()  # activations and the watcher's swaps, one at a time
         self.on_forget: list[Callable[[str], None]] = []  # told when a model id goes away
-        models_dir.mkdir(parents=True, exist_ok=True)
 
     # -- discovery -------------------------------------------------------------------------------------
     def sync_shipped(self) -> None:
@@ -96,43 +83,47 @@ class Registry:
                 self.broken[model_id] = exc.reason
                 log.error("shipped model %s is unusable: %s", model_id, exc)
                 continue
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO models(id, source, path, sha256, created_at, info) VALUES(?, 'shipped', ?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET path=excluded.path, sha256=excluded.sha256, "
-                    "created_at=excluded.created_at, info=excluded.info WHERE source='shipped'",
-                    (model_id, str(path), ckpt.sha256, ckpt.created_at, json.dumps(_info(ckpt))))
+            try:
+                self.store.upsert_shipped(model_id, path, ckpt.sha256, ckpt.created_at, info_of(ckpt))
+            except storage.Conflict as exc:
+                self.broken[model_id] = str(exc)
+                log.error("shipped model %s is not registered: %s", model_id, exc)
 
     # -- reading ---------------------------------------------------------------------------------------
     def active_id(self) -> str:
-        return self.db.get_state(ACTIVE_KEY) or self.default_model
+        return self.store.active()[0] or self.default_model
 
-    def _row(self, model_id: str):
-        rows = self.db.query("SELECT * FROM models WHERE id = ?", (model_id,))
-        if not rows:
-            raise UnknownModel(f"model {model_id!r} is not registered")
-        return rows[0]
-
-    def _describe(self, row, active_id: str) -> dict:
-        info = json.loads(row["info"])
-        return {"id": row["id"], "created_at": row["created_at"], "active": row["id"] == active_id,
-                "source": row["source"], "sha256": row["sha256"], **info}
+    def _describe(self, row: dict, pointer: str | None) -> dict:
+        active = row["active"] or (pointer is None and row["id"] == self.default_model)
+        return {"id": row["id"], "created_at": row["created_at"], "active": active, "source": row["source"],
+                "sha256": row["sha256"], **row["info"]}
 
     def list(self) -> list[dict]:
-        active = self.active_id()
-        rows = self.db.query("SELECT * FROM models ORDER BY created_at DESC, id")
-        return [self._describe(r, active) for r in rows]
+        pointer = self.store.active()[0]
+        return [self._describe(r, pointer) for r in self.store.list()]
 
     def describe(self, model_id: str) -> dict:
-        return self._describe(self._row(check_model_id(model_id)), self.active_id())
+        row = self.store.get(check_model_id(model_id))
+        return self._describe(row, self.store.active()[0])
 
     # -- loading ---------------------------------------------------------------------------------------
+    def _read(self, model_id: str) -> checkpoint.Checkpoint:
+        """The checkpoint, verified again on the way in: SHA-256, then a weights_only load."""
+        row = self.store.get(model_id)
+        try:
+            if row["source"] == "shipped":
+                return checkpoint.load(row["path"], "cpu")
+            return storage.load_checkpoint(self.store.checkpoint_bytes(model_id), "cpu", f"{model_id}.pt")
+        except (checkpoint.CheckpointError, storage.IntegrityFailure) as exc:  # the reason, never a path
+            reason = exc.reason if isinstance(exc, checkpoint.CheckpointError) else "its stored bytes do not verify"
+            raise Unavailable(f"model {model_id!r} cannot be loaded: {reason}") from exc
+
     def _load(self, model_id: str) -> LoadedModel:
         with self._lock:
             if model_id in self._loaded:
                 self._loaded.move_to_end(model_id)
                 return self._loaded[model_id]
-        row = self._row(model_id)  # unknown ids stop here, before they take a lock entry
+        self.store.get(model_id)  # unknown ids stop here, before they take a lock entry
         with self._lock:
             gate = self._loading.setdefault(model_id, threading.Lock())
         with gate:  # a second request for the same model waits here, then finds it loaded
@@ -140,9 +131,7 @@ class Registry:
                 if model_id in self._loaded:
                     return self._loaded[model_id]
             try:
-                ckpt = checkpoint.load(row["path"], "cpu")
-            except checkpoint.CheckpointError as exc:  # the reason, not the file's path: clients see this
-                raise ModelUnavailable(f"model {model_id!r} cannot be loaded: {exc.reason}") from exc
+                ckpt = self._read(model_id)
             finally:
                 with self._lock:
                     self._loading.pop(model_id, None)
@@ -159,14 +148,12 @@ class Registry:
             return loaded
 
     def _to_device(self, model: Seq2Seq) -> Seq2Seq:
-        if self.device.type == "cpu":
+        if self.device.granted.type == "cpu":
             return model
         try:
-            return model.to(self.device)
+            return model.to(self.device.granted)
         except Exception as exc:  # a CUDA failure of any kind: serve on the CPU and say so
-            self.device_note = f"loading on {self.device} failed ({exc}); serving on cpu"
-            log.error(self.device_note)
-            self.device = torch.device("cpu")
+            self.device.fall_back(str(exc))
             return model.to("cpu")
 
     def resolve(self, model_id: str | None) -> LoadedModel:
@@ -174,7 +161,7 @@ class Registry:
         if model_id is None:
             active = self.active
             if active is None:
-                raise ModelUnavailable(self.active_error or "no model is loaded yet")
+                raise Unavailable(self.active_error or "no model is loaded yet")
             return active
         check_model_id(model_id)
         active = self.active
@@ -183,7 +170,7 @@ class Registry:
         return self._load(model_id)
 
     async def resolve_async(self, model_id: str | None) -> LoadedModel:
-        """resolve(), with a model that is not in memory loaded on a thread: the event loop never waits on disk."""
+        """resolve(), with a model that is not in memory loaded on a thread: the event loop never waits on it."""
         if model_id is None:
             return self.resolve(None)
         check_model_id(model_id)
@@ -196,48 +183,42 @@ class Registry:
             return loaded
         return await asyncio.to_thread(self._load, model_id)
 
+    def follow(self, model_id: str | None, version: int) -> None:
+        """Serve what the pointer says (at start, and whenever any process moves it): load, then swap."""
+        model_id = model_id or self.default_model
+        with self._swap:
+            if version <= self.active_version and self.active is not None and self.active.id == model_id:
+                return
+            try:
+                loaded = self._load(model_id)
+            except (NotFound, Unavailable, storage.StorageError) as exc:
+                self.active_error = f"active model {model_id!r} could not be loaded: {exc}"
+                log.error(self.active_error)  # keep serving the model already held, if any
+                return
+            self.active, self.active_version, self.active_error = loaded, version, None
+        log.info("serving model %s (version %d) on %s", model_id, version, loaded.device)
+
     def load_active(self) -> None:
-        model_id = self.active_id()
-        try:
-            self.active = self._load(model_id)
-            self.active_error = None
-            log.info("active model %s loaded on %s", model_id, self.active.device)
-        except RegistryError as exc:
-            self.active = None
-            self.active_error = f"active model {model_id!r} could not be loaded: {exc}"
-            log.error(self.active_error)
+        self.follow(*self.store.active())
 
     # -- writing ---------------------------------------------------------------------------------------
     def activate(self, model_id: str) -> dict:
         """Load first, then move the pointer: a model that cannot load never becomes active."""
         check_model_id(model_id)
         loaded = self._load(model_id)
-        self.db.set_state(ACTIVE_KEY, model_id)
-        self.active = loaded
-        self.active_error = None
-        log.info("model %s activated", model_id)
-        return self.describe(model_id)
-
-    def register(self, model_id: str, path: Path) -> dict:
-        """Verify a finished checkpoint by loading it, then record it. Unverifiable files are never registered."""
-        check_model_id(model_id)
-        ckpt = checkpoint.load(path)
-        with self.db.transaction() as conn:
-            conn.execute("INSERT INTO models(id, source, path, sha256, created_at, info) VALUES(?, 'trained', ?, ?, ?, ?)",
-                         (model_id, str(path), ckpt.sha256, ckpt.created_at, json.dumps(_info(ckpt))))
+        with self._swap:
+            version = self.store.activate(model_id)  # a transaction that also checks the row still exists
+            if version > self.active_version:
+                self.active, self.active_version, self.active_error = loaded, version, None
+        log.info("model %s activated (version %d)", model_id, version)
         return self.describe(model_id)
 
     def delete(self, model_id: str) -> None:
-        row = self._row(check_model_id(model_id))
-        if row["source"] == "shipped":
-            raise ModelConflict(f"model {model_id!r} is shipped with the service and cannot be deleted")
-        if model_id == self.active_id():
-            raise ModelConflict(f"model {model_id!r} is active; activate another model first")
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+        self.store.delete(check_model_id(model_id))  # refuses shipped and active models in the same transaction
+        self.forget(model_id)
+
+    def forget(self, model_id: str) -> None:
         with self._lock:
             self._loaded.pop(model_id, None)
-        for path in (Path(row["path"]), checkpoint.manifest_path(Path(row["path"]))):
-            path.unlink(missing_ok=True)
         for callback in self.on_forget:
             callback(model_id)

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ...errors import Busy
+from ...jobs import TERMINAL, JobService
 from ..deps import Managed
-from ..errors import ApiError
 from ..job_schemas import JobRequest
-from ..jobs import TERMINAL, JobManager
 from ..params import check_params, parse_int
 from ..schemas import ErrorResponse
 
@@ -19,16 +19,17 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Managed])
 ERR = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
 
 
-async def get_jobs(request: Request) -> JobManager:
+async def get_jobs(request: Request) -> JobService:
     return request.app.state.jobs
 
 
-JobsDep = Annotated[JobManager, Depends(get_jobs)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 
 @router.post("", status_code=202, responses=ERR, summary="Start a training job")
 async def submit(body: JobRequest, jobs: JobsDep) -> JSONResponse:
-    job = await asyncio.to_thread(jobs.submit, body)
+    job = await asyncio.to_thread(jobs.submit, body.model_dump())
+    jobs.wake()
     return JSONResponse(job, status_code=202, headers={"Location": f"/jobs/{job['id']}"})
 
 
@@ -61,8 +62,8 @@ async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingRespo
     state = request.app.state
     limit = state.settings.max_event_streams
     if state.event_streams >= limit:
-        raise ApiError(429, f"{limit} event streams are open (SEQ2SEQ_MAX_EVENT_STREAMS); poll GET /jobs/{job_id} "
-                            "or try again later", headers={"Retry-After": "5"})
+        raise Busy(f"{limit} event streams are open (SEQ2SEQ_MAX_EVENT_STREAMS); poll GET /jobs/{job_id} "
+                   "or try again later", retry_after=5)
     state.event_streams += 1
     released = [False]
 
@@ -85,7 +86,7 @@ async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingRespo
                 yield ": keep-alive\n\n"
             if await request.is_disconnected():
                 return
-            await jobs.wait_for_change(timeout=10)
+            await jobs.wait_for_change(timeout=0.5)  # a job on another replica changes only in the database
             await asyncio.sleep(0.1)  # at most ~10 events a second, however fast the job reports
             job = await asyncio.to_thread(jobs.get, job_id)
 

@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from .engine import Engine
-from .registry import Registry
-from .settings import Settings
+from ..inference.engine import Engine
+from ..registry import Registry
+from ..settings import Settings
 
 
 async def get_engine(request: Request) -> Engine:

@@ -14,9 +14,9 @@ import uuid
 
 from starlette.exceptions import HTTPException
 
+from ..metrics import Metrics
+from ..security import key_matches, needs_key
 from .errors import CODES
-from .metrics import Metrics
-from .security import key_matches, needs_key
 
 log = logging.getLogger("seq2seq.errors")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

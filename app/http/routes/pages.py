@@ -8,9 +8,9 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from ..errors import ApiError
+from ...errors import NotFound
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
+STATIC = Path(__file__).resolve().parents[2] / "static"
 router = APIRouter(tags=["page"])
 
 
@@ -32,5 +32,5 @@ async def info(request: Request) -> dict:
 async def corpus(request: Request) -> dict:
     path = request.app.state.settings.weights_dir / "corpus.json"
     if not path.is_file():
-        raise ApiError(404, "no corpus ships with this server")
+        raise NotFound("no corpus ships with this server")
     return json.loads(path.read_text())

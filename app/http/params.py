@@ -9,7 +9,7 @@ import re
 
 from starlette.datastructures import QueryParams
 
-from .errors import InputError
+from ..errors import InvalidInput
 
 DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only, small enough that int() is cheap and exact
 MAX_ITEMS = 64  # far above any sequence length a model may have; the model's own length is checked later
@@ -19,18 +19,18 @@ def check_params(query: QueryParams, allowed: tuple[str, ...]) -> None:
     seen: set[str] = set()
     for name, _ in query.multi_items():
         if name not in allowed:
-            raise InputError(name[:40] or "query", f"unknown parameter; this route takes {', '.join(allowed)}")
+            raise InvalidInput(name[:40] or "query", f"unknown parameter; this route takes {', '.join(allowed)}")
         if name in seen:
-            raise InputError(name, "given more than once")
+            raise InvalidInput(name, "given more than once")
         seen.add(name)
 
 
 def parse_int(field: str, text: str, low: int, high: int) -> int:
     if not DIGITS.fullmatch(text):
-        raise InputError(field, f"must be a whole number from {low} to {high} in plain digits; got {text[:20]!r}")
+        raise InvalidInput(field, f"must be a whole number from {low} to {high} in plain digits; got {text[:20]!r}")
     value = int(text)
     if not low <= value <= high:
-        raise InputError(field, f"must be from {low} to {high}; got {value}")
+        raise InvalidInput(field, f"must be from {low} to {high}; got {value}")
     return value
 
 
@@ -38,11 +38,11 @@ def parse_tokens(field: str, text: str) -> list[int]:
     """'7,2' -> [7, 2]; the model checks the vocabulary and the length it allows."""
     parts = text.split(",", MAX_ITEMS)
     if len(parts) > MAX_ITEMS:
-        raise InputError(field, f"has more than {MAX_ITEMS} tokens")
+        raise InvalidInput(field, f"has more than {MAX_ITEMS} tokens")
     tokens = []
     for i, part in enumerate(parts):
         if not DIGITS.fullmatch(part):
             what = "is empty" if not part else f"is {part[:20]!r}, not a token in plain digits"
-            raise InputError(field, f"item {i} {what}; write tokens as comma-separated digits such as 7,2")
+            raise InvalidInput(field, f"item {i} {what}; write tokens as comma-separated digits such as 7,2")
         tokens.append(int(part))
     return tokens

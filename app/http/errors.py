@@ -1,0 +1,115 @@
+"""The one place errors become HTTP answers: JSON naming the problem, {"error", "message", "request_id",
+"fields"?}, for the service's domain errors, the storage and model layers' errors and FastAPI's own.
+
+Client input never produces a 500; an unexpected error is logged with its request id and answered by the
+middleware without a stack trace. An answer's size is bounded whatever the request: at most MAX_FIELDS field
+errors, each message cut to MAX_MESSAGE characters.
+"""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.checkpoint import CheckpointError
+from model.data import DataError
+from model.decoding import PrefixError
+
+from .. import errors as domain
+from .. import storage
+
+log = logging.getLogger("seq2seq.errors")
+MAX_FIELDS = 20
+MAX_MESSAGE = 200
+CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
+         413: "payload_too_large", 422: "invalid_input", 429: "too_many_requests", 500: "internal_error",
+         503: "unavailable"}
+STATUS = [  # most specific first
+    (domain.InvalidInput, 422), (domain.NotFound, 404), (domain.Conflict, 409), (domain.QuotaExceeded, 409),
+    (domain.Busy, 429), (domain.Unavailable, 503),
+    (storage.NotFound, 404), (storage.QueueFull, 429), (storage.IntegrityFailure, 503), (storage.Conflict, 409),
+    (DataError, 422), (PrefixError, 422), (CheckpointError, 503),
+]
+
+
+def status_of(exc: Exception) -> int:
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_body(request: Request, status: int, message: str, fields: list[dict] | None = None, total: int = 0) -> dict:
+    body = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE),
+            "request_id": getattr(request.state, "request_id", None)}
+    if fields:
+        body["fields"] = [{"field": clip(f["field"], 100), "message": clip(f["message"])} for f in fields[:MAX_FIELDS]]
+        more = max(total, len(fields)) - MAX_FIELDS
+        if more > 0:
+            body["more_fields"] = more
+    return body
+
+
+def respond(request: Request, status: int, message: str, fields=None, headers=None, total: int = 0) -> JSONResponse:
+    return JSONResponse(error_body(request, status, message, fields, total), status_code=status, headers=headers)
+
+
+UNION_TAGS = {("dataset", "corpus"), ("dataset", "random")}  # job_schemas' tagged dataset kinds
+
+
+def _field_name(loc: tuple) -> str:
+    """('body', 'dataset', 'corpus', 'sequences', 0, 4) -> 'dataset.sequences[0][4]'."""
+    name, previous = "", None
+    for part in loc:
+        if part in ("body", "query", "path") and not name or (previous, part) in UNION_TAGS:
+            continue
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+        previous = part
+    return name or "body"
+
+
+def install(app: FastAPI) -> None:
+    async def known_error(request: Request, exc: Exception):
+        status = status_of(exc)
+        if isinstance(exc, domain.InvalidInput):
+            return respond(request, 422, exc.message, [{"field": exc.field, "message": exc.reason}])
+        if isinstance(exc, CheckpointError):  # the reason only: file paths stay inside
+            message = f"a checkpoint cannot be used: {exc.reason}"
+        else:
+            message = str(exc)
+        retry = getattr(exc, "retry_after", None) or (10 if isinstance(exc, storage.QueueFull) else None)
+        headers = {"Retry-After": str(int(retry))} if retry and status in (429, 503) else None
+        return respond(request, status, message, headers=headers)
+
+    for kind, _ in STATUS:
+        app.add_exception_handler(kind, known_error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        fields, errors = [], exc.errors()
+        for err in errors[:MAX_FIELDS]:
+            msg = clip(str(err.get("msg", "invalid")).removeprefix("Value error, "))
+            field = _field_name(tuple(err.get("loc", ())))
+            if err.get("type") == "json_invalid":
+                msg, field = "the body is not valid JSON", "body"
+            fields.append({"field": field, "message": msg})
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
+        if len(errors) > 3:
+            message += f"; and {len(errors) - 3} more"
+        return respond(request, 422, message, fields, total=len(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, (RecursionError, ValueError)):  # the JSON parser gave up
+            why = "it is nested too deeply" if isinstance(cause, RecursionError) else clip(str(cause), 120)
+            return respond(request, 422, f"body: the body is not valid JSON: {why}",
+                           [{"field": "body", "message": f"not valid JSON: {why}"}])
+        return respond(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))

@@ -1,0 +1,48 @@
+"""Liveness, readiness and Prometheus metrics."""
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="200 while the process serves")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+def _database_state(engine) -> str:
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return "ok"
+    except Exception as exc:  # reported, not raised: the model already held keeps being served
+        return f"unavailable ({type(exc).__name__})"
+
+
+@router.get("/readyz", summary="200 while a model is loaded (even if the database is away); 503 with the reason otherwise")
+async def readyz(request: Request):
+    state = request.app.state
+    active = state.registry.active
+    try:
+        database = await asyncio.wait_for(asyncio.to_thread(_database_state, state.storage.engine), 2.0)
+    except asyncio.TimeoutError:
+        database = "unavailable (timeout)"
+    if active is None:
+        return JSONResponse({"status": "unavailable", "reason": state.registry.active_error or "starting",
+                             "database": database}, status_code=503)
+    body = {"status": "ready", "model": active.id, "device": str(active.device), "database": database}
+    if state.device.note:
+        body["device_note"] = state.device.note
+    return body
+
+
+@router.get("/metrics", summary="Prometheus text format")
+async def metrics(request: Request) -> Response:
+    state = request.app.state
+    state.metrics.set_active(state.registry.active.id if state.registry.active else None)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

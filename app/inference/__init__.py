@@ -1,0 +1,1 @@
+"""Inference: the engine the routes call, dynamic batching, the response cache."""

@@ -1,0 +1,142 @@
+"""Jobs as the HTTP layer sees them: submit within quotas, read, follow, cancel, forget. The queue, the state,
+progress and history are database rows, so any replica answers for any job, wherever it runs."""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import datetime, timezone
+
+from model.data import corpus_hash
+
+from .. import storage
+from ..errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from ..metrics import Metrics
+from ..settings import Settings
+from .runner import JobRunner
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running") + TERMINAL
+SHOWN = ("id", "status", "progress", "history", "created_at", "started_at", "finished_at", "error", "model_id",
+         "activated", "activation_reason", "attempt", "max_attempts", "config")
+
+
+def summarize(body: dict) -> dict:
+    """The job's config as shown over HTTP: the dataset as a count and a hash, not 100,000 sequences."""
+    config = json.loads(json.dumps(body))
+    seqs = config["dataset"].get("sequences")
+    if seqs is not None:
+        config["dataset"] = {"sequences": len(seqs), "sha256": corpus_hash(seqs)}
+    return config
+
+
+def shown(job: dict) -> dict:
+    out = {key: job[key] for key in SHOWN}
+    out["name"] = job["config"].get("name")
+    out["worker"] = {"host": job["worker_host"], "pid": job["worker_pid"]} if job["status"] == "running" else None
+    return out
+
+
+class JobService:
+    def __init__(self, store: storage.Storage, settings: Settings, metrics: Metrics, runner: JobRunner | None):
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.runner = runner  # None when this instance trains nothing (SEQ2SEQ_JOB_WORKERS=0)
+        self._changed: asyncio.Condition | None = None
+
+    async def start(self) -> None:
+        self._changed = asyncio.Condition()
+        await asyncio.to_thread(self.update_gauge)
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict:
+        try:
+            return shown(self.store.jobs.get(job_id))
+        except storage.NotFound:
+            raise NotFound(f"job {job_id[:80]!r} does not exist") from None
+
+    def list(self, limit: int = 100) -> list[dict]:
+        return [shown(j) for j in self.store.jobs.list(limit)]
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Until this process sees a change, or `timeout`: a job on another replica changes only in the database."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    def wake(self) -> None:
+        """A job was queued: this process's runner looks now (others look within a second)."""
+        if self.runner is not None:
+            self.runner.wake()
+
+    def changed(self) -> None:
+        """Called from the runner (on the event loop) when a job of this process changes."""
+        if self._changed is not None:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def update_gauge(self) -> None:
+        for status, n in self.store.jobs.counts().items():
+            self.metrics.jobs.labels(status).set(n)
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def submit(self, body: dict) -> dict:
+        self._check_size(body)
+        self._check_quotas()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        suffix = secrets.token_hex(3)
+        steps = body["training"].get("steps") or 0
+        job = {"id": f"job-{stamp}-{suffix}", "model_id": f"m-{stamp}-{suffix}", "config": summarize(body),
+               "body": body, "max_attempts": body.get("max_attempts", 2),
+               "progress": {"step": 0, "total_steps": steps, "fraction": 0.0, "loss": None, "accuracy": None,
+                            "eta_seconds": None}}
+        created = self.store.jobs.submit(job, self.settings.job_queue)  # QueueFull (429) past the limit
+        self.update_gauge()
+        return shown(created)
+
+    def _check_size(self, body: dict) -> None:
+        """A valid body must not be able to exhaust memory: bound the work of one training step."""
+        m, t = body["model"], body["training"]
+        work = t.get("batch_size", 64) * m["seq_length"] * max(m["hidden_dim"], m["embedding_dim"])
+        if work > self.settings.max_job_work:
+            raise InvalidInput("training.batch_size", f"batch_size x seq_length x hidden_dim is {work}; this service "
+                                                      f"allows at most {self.settings.max_job_work}")
+
+    def _check_quotas(self) -> None:
+        s = self.settings
+        counts = self.store.jobs.counts()
+        if sum(counts.values()) >= s.max_job_records:
+            raise QuotaExceeded(f"the service keeps at most {s.max_job_records} job records "
+                                "(SEQ2SEQ_MAX_JOB_RECORDS); delete finished jobs with DELETE /jobs/{id}")
+        trained, pending = self.store.models.count_trained(), counts["queued"] + counts["running"]
+        if trained + pending >= s.max_trained_models:
+            raise QuotaExceeded(f"the service keeps at most {s.max_trained_models} trained models "
+                                f"(SEQ2SEQ_MAX_TRAINED_MODELS); {trained} exist and {pending} jobs will add more; "
+                                "delete models with DELETE /models/{id}")
+
+    async def cancel(self, job_id: str) -> dict:
+        """A queued job ends at once; a running one, wherever it runs, within about 2 s."""
+        try:
+            job = await asyncio.to_thread(self.store.jobs.request_cancel, job_id)
+        except storage.NotFound:
+            raise NotFound(f"job {job_id[:80]!r} does not exist") from None
+        deadline = asyncio.get_running_loop().time() + 1.9
+        while job["status"] not in TERMINAL and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            job = await asyncio.to_thread(self.store.jobs.get, job_id)
+        await asyncio.to_thread(self.update_gauge)
+        return shown(job)
+
+    def delete(self, job_id: str) -> None:
+        """Forget a finished job's record; its model, if any, stays in the registry."""
+        job = self.get(job_id)
+        if job["status"] not in TERMINAL:
+            raise Conflict(f"job {job_id!r} is {job['status']}; cancel it first")
+        self.store.jobs.delete(job_id)
+        self.update_gauge()

@@ -1,0 +1,48 @@
+"""`python -m app.worker` (`make worker`): a training worker that needs only the database.
+
+It claims jobs from the shared queue, trains them on its own device (SEQ2SEQ_DEVICE; CUDA when present),
+streams progress into the database and registers each model in the same transaction that ends its job. It
+runs SEQ2SEQ_JOB_WORKERS jobs at once (at least one). SIGTERM hands the running jobs back to the queue (their
+attempt is not counted, so another worker starts them again at once) and exits 0. It imports the model, the
+storage layer and the job runner; never the HTTP app.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from . import device as devices
+from . import storage
+from .jobs.runner import JobRunner
+from .settings import get_settings
+
+log = logging.getLogger("seq2seq.worker")
+
+
+async def run() -> None:
+    settings = get_settings()
+    store = storage.open_storage(settings.db_url, legacy_data_dir=None)
+    device = devices.resolve(settings.device)
+    runner = JobRunner(store, device, slots=max(1, settings.job_workers), lease_s=settings.job_lease_s,
+                       threads=settings.job_threads, default_model=settings.default_model)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.start()
+    log.info("worker %s training on %s, %d job(s) at once", runner.owner, device, runner.slots)
+    await stop.wait()
+    log.info("stopping: handing %d running job(s) back to the queue", runner.busy)
+    await runner.stop()
+    store.close()
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

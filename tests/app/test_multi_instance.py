@@ -1,0 +1,184 @@
+"""Two real serving instances on one database (an SQLite file, and a real PostgreSQL): they agree on the active
+model, share one job queue, and keep everything across a restart of both. And N processes behind one port."""
+from __future__ import annotations
+
+import random
+import signal
+import threading
+
+import httpx
+import pytest
+
+from app import storage
+from app.registry import info_of
+from model import checkpoint
+from tests.conftest import WEIGHTS, poll
+from tests.postgres import postgres_server  # noqa: F401  (fixture)
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared' / 'seq2seq.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    yield url
+    server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def pair(make_server, weights_copy, database_url, tmp_path):
+    """Instance A trains (one job worker), instance B trains nothing; both on one database."""
+    (tmp_path / "shared").mkdir(exist_ok=True)
+    a = make_server(tmp_path / "a", weights_dir=weights_copy, SEQ2SEQ_DATABASE_URL=database_url).start()
+    b = make_server(tmp_path / "b", weights_dir=weights_copy, SEQ2SEQ_DATABASE_URL=database_url,
+                    SEQ2SEQ_JOB_WORKERS="0").start()
+    a.wait_ready()
+    b.wait_ready()
+    return a, b
+
+
+def serving(srv, model_id: str) -> bool:
+    return httpx.post(f"{srv.url}/predict", json={"start": 7}).json()["model"] == model_id
+
+
+def test_an_activation_on_one_instance_is_served_by_the_other(pair):
+    a, b = pair
+    with a.client() as c:
+        assert c.post("/models/alt/activate").status_code == 200
+    poll(lambda: serving(b, "alt"), 5)
+    assert httpx.get(f"{b.url}/readyz").json()["model"] == "alt"
+    assert httpx.get(f"{b.url}/models/active").json()["id"] == "alt"
+    with b.client() as c:
+        assert c.post("/models/default/activate").status_code == 200
+    poll(lambda: serving(a, "default"), 5)
+
+
+def test_a_job_submitted_to_one_is_trained_by_the_other_and_followed_and_cancelled_from_both(pair):
+    a, b = pair
+    with b.client() as cb, a.client() as ca:
+        job = cb.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 1_000_000}}).json()
+        running = poll(lambda: (j := cb.get(f"/jobs/{job['id']}").json())["status"] == "running" and j, 20)
+        assert running["worker"]["pid"] == a.proc.pid and running["attempt"] == 1
+        poll(lambda: ca.get(f"/jobs/{job['id']}").json()["progress"]["step"] > 0, 30)
+        with cb.stream("GET", f"/jobs/{job['id']}/events") as events:
+            for line in events.iter_lines():
+                if line.startswith("event: progress"):
+                    break
+        done = cb.post(f"/jobs/{job['id']}/cancel").json()
+        assert done["status"] == "cancelled"
+        assert ca.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
+        assert [j["id"] for j in ca.get("/jobs").json()] == [job["id"]]
+
+
+def _register_copies(url: str, ids: list[str]) -> None:
+    """Trained models straight into the shared registry: the shipped checkpoint's bytes under new ids."""
+    store = storage.open_storage(url, run_migrations=False)
+    blob = (WEIGHTS / "default.pt").read_bytes()
+    ckpt = checkpoint.load(WEIGHTS / "default.pt")
+    for model_id in ids:
+        store.models.register_trained(model_id, blob, storage.sha256_of(blob), ckpt.created_at, info_of(ckpt))
+    store.close()
+
+
+def test_activate_and_delete_storms_from_both_instances_leave_a_consistent_registry(pair, database_url):
+    a, b = pair
+    trained = [f"t{i}" for i in range(6)]
+    _register_copies(database_url, trained)
+    rng = random.Random(0)
+    broken = []
+
+    def storm(srv, seed):
+        r = random.Random(seed)
+        with srv.client() as c:
+            for _ in range(30):
+                target = r.choice(trained + ["default", "alt"])
+                if r.random() < 0.5:
+                    status = c.post(f"/models/{target}/activate").status_code
+                    ok = {200, 404}
+                else:
+                    status = c.delete(f"/models/{target}").status_code
+                    ok = {204, 404, 409}
+                if status not in ok:
+                    broken.append((target, status))
+                active = c.get("/models/active")
+                if active.status_code != 200:  # the pointer must never name a missing model
+                    broken.append(("active", active.status_code, active.text))
+
+    threads = [threading.Thread(target=storm, args=(srv, rng.random())) for srv in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert broken == []
+    models_a = {m["id"]: m["active"] for m in httpx.get(f"{a.url}/models").json()}
+    models_b = {m["id"]: m["active"] for m in httpx.get(f"{b.url}/models").json()}
+    assert models_a == models_b and sum(models_a.values()) == 1
+    active = next(m for m, is_active in models_a.items() if is_active)
+    poll(lambda: serving(a, active) and serving(b, active), 5)
+
+
+def test_a_restart_of_everything_keeps_every_model_and_job(pair, make_server, weights_copy, database_url, tmp_path):
+    a, b = pair
+    with a.client() as c:
+        done = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 20},
+                                     "activate": "always"}).json()
+        finished = poll(lambda: (j := c.get(f"/jobs/{done['id']}").json())["status"] == "succeeded" and j, 60)
+        queued_elsewhere = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 1_000_000}}).json()
+        poll(lambda: c.get(f"/jobs/{queued_elsewhere['id']}").json()["status"] == "running", 30)
+        models = {m["id"] for m in c.get("/models").json()}
+        jobs = [j["id"] for j in c.get("/jobs").json()]
+    assert finished["model_id"] in models
+    assert a.stop() == 0 and b.stop() == 0
+    a2 = make_server(tmp_path / "a", weights_dir=weights_copy, SEQ2SEQ_DATABASE_URL=database_url).start()
+    b2 = make_server(tmp_path / "b", weights_dir=weights_copy, SEQ2SEQ_DATABASE_URL=database_url,
+                     SEQ2SEQ_JOB_WORKERS="0").start()
+    for srv in (a2, b2):
+        srv.wait_ready()
+        with srv.client() as c:
+            assert {m["id"] for m in c.get("/models").json()} == models
+            assert [j["id"] for j in c.get("/jobs").json()] == jobs
+            assert c.get("/models/active").json()["id"] == finished["model_id"]
+            assert c.post("/predict", json={"start": 7}).json()["model"] == finished["model_id"]
+    with a2.client() as c:  # the job SIGTERM handed back runs again, without losing an attempt
+        again = poll(lambda: (j := c.get(f"/jobs/{queued_elsewhere['id']}").json())["status"] == "running" and j, 30)
+        assert again["attempt"] == 1 and again["worker"]["pid"] == a2.proc.pid
+        assert c.post(f"/jobs/{queued_elsewhere['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_n_serving_processes_share_one_port_follow_activations_and_drain_on_sigterm(make_server, weights_copy):
+    srv = make_server(weights_dir=weights_copy, SEQ2SEQ_WORKERS="2").start()
+    srv.wait_ready()
+    children = poll(lambda: len(_children(srv.proc.pid)) >= 2 and _children(srv.proc.pid), 30)
+    with srv.client() as c:
+        poll(lambda: all(c.get("/readyz").status_code == 200 for _ in range(10)), 30)
+        assert c.post("/models/alt/activate").status_code == 200
+        # every process follows the pointer: soon no request, whichever process takes it, answers the old model
+        poll(lambda: all(c.post("/predict", json={"start": 7}).json()["model"] == "alt" for _ in range(20)), 5)
+    assert srv.stop(signal.SIGTERM) == 0
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    import os
+
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and b"multiprocessing" in open(f"/proc/{entry}/cmdline", "rb").read():
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
