@@ -12,8 +12,8 @@ import uvicorn
 from fastapi import Query
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.main import create_app  # noqa: E402
 from app.http.schemas import PredictRequest  # noqa: E402
+from app.main import create_app  # noqa: E402
 from app.settings import get_settings  # noqa: E402
 
 app = create_app()
