@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,
-                       max_job_bytes=settings.max_job_bytes, api_key=api_key)
+                       max_job_bytes=settings.max_job_bytes, max_batch_bytes=settings.max_batch_bytes, api_key=api_key)
     app.state.api_key = api_key
     for router in (inference.router, models.router, jobs.router, health.router, pages.router):
         app.include_router(router)

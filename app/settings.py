@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     loaded_models: int = Field(4, ge=1, description="models kept in memory at once, the active one included")
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="body limit for inference and management")
     max_job_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="body limit for POST /jobs")
+    max_batch_bytes: int = Field(1024 * 1024, ge=1024, description="body limit for /predict/batch and /topk/batch")
     api_key: str | None = Field(None, description="the management key; unset or empty: generated into DATA_DIR/api-key")
     auth: str = Field("key", pattern="^(key|disabled)$", description="'disabled' opens training, activation and "
                       "deletion to anyone who can reach the service")

@@ -36,6 +36,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def same_answer(a, b, path=""):
+    """Equal structure and integers; floats equal to float32 precision (batch size changes summation order)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= 1e-5 * max(1.0, abs(a)), path
+    if isinstance(a, dict):
+        if a.keys() != b.keys():
+            return False, path
+        return next(((ok, p) for k in a for ok, p in [same_answer(a[k], b[k], f"{path}.{k}")] if not ok), (True, path))
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return False, path
+        return next(((ok, p) for i, (x, y) in enumerate(zip(a, b)) for ok, p in [same_answer(x, y, f"{path}[{i}]")]
+                     if not ok), (True, path))
+    return a == b, path
+
+
 class Server:
     """A real `python -m app` process on a free loopback port; its client() carries the management key."""
 

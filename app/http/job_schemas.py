@@ -76,14 +76,22 @@ class ModelSpec(BaseModel):
 
 
 class TrainingSpec(BaseModel):
+    """Types and bounds only; a field left out takes the recipe's value (model.config.RECIPES), so the
+    product's defaults live in one place."""
     model_config = ConfigDict(extra="forbid")
-    steps: StrictInt = Field(2000, ge=1, le=1_000_000)
-    batch_size: StrictInt = Field(64, ge=1, le=4096)
-    learning_rate: float = Field(0.005, gt=0, le=10)
-    teacher_forcing_ratio: float = Field(0.5, ge=0, le=1, description="1.0 learns a corpus's frequencies best")
+    recipe: Literal["default", "seed"] = Field("default", description="'default': chosen by measurement for "
+                                               "calibrated probabilities and fast training; 'seed': the seed's recipe")
+    steps: StrictInt | None = Field(None, ge=1, le=1_000_000)
+    batch_size: StrictInt | None = Field(None, ge=1, le=4096)
+    learning_rate: float | None = Field(None, gt=0, le=10)
+    teacher_forcing_ratio: float | None = Field(None, ge=0, le=1, description="1.0 learns a corpus's frequencies best")
+    lr_decay: float | None = Field(None, ge=0, le=1, description="fraction of the steps, at the end, over which "
+                                                                  "the learning rate falls to zero")
+    full_batch: StrictInt | None = Field(None, ge=0, le=1_000_000, description="a corpus with at most this many "
+                                         "distinct examples trains on all of them each step")
     seed: StrictInt = Field(0, ge=0, le=2**31 - 1)
     target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once the held-out metric reaches this")
-    eval_every: StrictInt = Field(100, ge=1, le=1_000_000)
+    eval_every: StrictInt | None = Field(None, ge=1, le=1_000_000)
     prefix_lengths: list[StrictInt] | None = Field(None, min_length=1, max_length=64)
 
 
@@ -102,6 +110,7 @@ class JobRequest(BaseModel):
         "if_better", description="if_better: only when the new model scores at least as well as the active one "
                                  "on this job's held-out evaluation set")
     name: str | None = Field(None, max_length=100)
+    max_attempts: StrictInt = Field(2, ge=1, le=10, description="runs at most this many times if its worker is lost")
 
     @model_validator(mode="after")
     def sequences_fit_the_model(self):

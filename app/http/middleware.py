@@ -23,15 +23,20 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class ServiceMiddleware:
-    def __init__(self, app, metrics: Metrics, max_request_bytes: int, max_job_bytes: int, api_key: bytes | None):
+    def __init__(self, app, metrics: Metrics, max_request_bytes: int, max_job_bytes: int, max_batch_bytes: int,
+                 api_key: bytes | None):
         self.app = app
+        self.max_batch_bytes = max_batch_bytes
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
         self.max_job_bytes = max_job_bytes
         self.api_key = api_key
 
     def _limit(self, path: str) -> int:
-        return self.max_job_bytes if path.rstrip("/") == "/jobs" else self.max_request_bytes
+        path = path.rstrip("/")
+        if path == "/jobs":
+            return self.max_job_bytes
+        return self.max_batch_bytes if path.endswith("/batch") else self.max_request_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -1,7 +1,9 @@
 """Request and response bodies of the public API, with the examples OpenAPI shows."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+
+from ..errors import InvalidInput
 
 MAX_PREFIX = 64  # far above any sequence length a model may have; the model's own length is checked later
 
@@ -74,6 +76,43 @@ class ErrorResponse(BaseModel):
     message: str
     request_id: str | None = None
     fields: list[dict] | None = None
+
+
+MAX_BATCH = 4096  # prefixes in one batch request
+
+
+class PredictBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prefixes": [[7], [7, 2], [3, 1, 4]]}]})
+
+    prefixes: list[list[StrictInt]] = Field(min_length=1, max_length=MAX_BATCH,
+                                            description=f"1 to {MAX_BATCH} prefixes; the answers come in this order")
+    model: str | None = Field(None, description="model id; the active model when left out")
+    attention: StrictBool = Field(False, description="include attention weights (attention models only)")
+
+    @field_validator("prefixes", mode="before")
+    @classmethod
+    def lengths_first(cls, value):
+        """An absurd inner list is refused by its length before its items are read, naming its index."""
+        if isinstance(value, list):
+            if len(value) > MAX_BATCH:
+                raise InvalidInput("prefixes", f"has {len(value)} prefixes; at most {MAX_BATCH}")
+            for i, item in enumerate(value):
+                if isinstance(item, list) and not 1 <= len(item) <= MAX_PREFIX:
+                    raise InvalidInput(f"prefixes[{i}]", f"has {len(item)} tokens; a prefix has 1 to {MAX_PREFIX}")
+        return value
+
+
+class TopKBatchRequest(PredictBatchRequest):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prefixes": [[7], [7, 2]], "k": 5}]})
+
+    attention: None = Field(None, exclude=True, description="not used by top-k")
+    k: StrictInt = Field(3, ge=1, le=50, description="suggestions per prefix")
+
+
+class BatchResponse(BaseModel):
+    model: str
+    results: list[dict] = Field(description="one answer per prefix, in request order, each shaped as the single "
+                                            "endpoint answers")
 
 
 ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}

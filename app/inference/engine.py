@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -27,6 +27,7 @@ from .batching import Batcher, Work
 from .cache import ResponseCache
 
 HEAVY_QUEUE = 16  # dear requests waiting for the worker thread; beyond this, 503 at once
+BATCH_BUDGET_FACTOR = 4  # a batch request may cost this many single requests' budgets
 
 log = logging.getLogger("seq2seq.engine")
 
@@ -97,18 +98,66 @@ class Engine:
         if work <= self.inline_budget:
             body = await self.batcher.submit((loaded.id, key[1]), (loaded, key))
         else:
-            body = await self._decode_alone(loaded, key)
+            decode = self._predict if key[1] == "predict" else self._topk
+            body = (await self._decode_alone(loaded, decode, [key], [key[2]]))[key]
         self.cache.put(key, body)
         return body
 
-    async def _decode_alone(self, loaded: LoadedModel, key: tuple) -> bytes:
+    # -- many prefixes in one request ------------------------------------------------------------------
+    async def predict_batch(self, model_id: str | None, prefixes: list[list[int]], attention: bool) -> bytes:
+        loaded = await self.registry.resolve_async(model_id)
+        for i, prefix in enumerate(prefixes):
+            check_tokens(f"prefixes[{i}]", prefix, loaded)
+        want_attention = attention and loaded.config.attention
+        keys = [(loaded.id, "predict", tuple(p), want_attention) for p in prefixes]
+        work = decoding.greedy_cost(loaded.config, [len(p) for p in prefixes]).work
+        if work > self.decode_budget:
+            raise InvalidInput("prefixes", f"greedy decoding of these {len(prefixes)} prefixes on model {loaded.id!r} "
+                                           "costs more than this service allows; send fewer")
+        return await self._answer_many(loaded, keys, work)
+
+    async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int) -> bytes:
+        loaded = await self.registry.resolve_async(model_id)
+        for i, prefix in enumerate(prefixes):
+            check_tokens(f"prefixes[{i}]", prefix, loaded)
+        keys = [(loaded.id, "topk", tuple(p), k) for p in prefixes]
+        work = 0
+        for size, count in Counter(len(p) for p in set(map(tuple, prefixes))).items():
+            plan = _topk_plan(loaded.config, size, k, self.decode_budget)
+            if not plan.within_budget:
+                raise InvalidInput("k", f"top-{k} for {size}-token prefixes on model {loaded.id!r} costs more than "
+                                        "this service allows")
+            work += count * plan.work
+        if work > BATCH_BUDGET_FACTOR * self.decode_budget:
+            raise InvalidInput("prefixes", f"top-{k} for these {len(prefixes)} prefixes on model {loaded.id!r} costs "
+                                           "more than this service allows; send fewer or ask for a smaller k")
+        return await self._answer_many(loaded, keys, work)
+
+    async def _answer_many(self, loaded: LoadedModel, keys: list[tuple], work: int) -> bytes:
+        """Cached answers as they are, the rest decoded together; the body lists them in request order."""
+        bodies = {key: body for key in dict.fromkeys(keys) if (body := self.cache.get(key)) is not None}
+        missing = [key for key in dict.fromkeys(keys) if key not in bodies]
+        if missing:
+            decode = self._predict if missing[0][1] == "predict" else self._topk
+            prefixes = list(dict.fromkeys(key[2] for key in missing))
+            if work <= self.inline_budget:
+                fresh = decode(loaded, missing, prefixes)
+            else:
+                fresh = await self._decode_alone(loaded, decode, missing, prefixes)
+            for key, body in fresh.items():
+                self.cache.put(key, body)
+            bodies.update(fresh)
+        head = _dumps({"model": loaded.id})[:-1]
+        return head + b',"results":[' + b",".join(bodies[key] for key in keys) + b"]}"
+
+    async def _decode_alone(self, loaded: LoadedModel, decode, keys: list[tuple], prefixes: list[tuple]) -> dict:
         """A dear request, on the worker thread: the event loop stays free, and the wait is bounded."""
         if self._heavy_waiting >= HEAVY_QUEUE:
             raise Unavailable(f"{self._heavy_waiting} costly requests are already waiting; try again shortly",
                               retry_after=2)
         self._heavy_waiting += 1
         self.metrics.decoded_alone.inc()
-        future = asyncio.get_running_loop().run_in_executor(self._heavy, self._run_one, loaded, key)
+        future = asyncio.get_running_loop().run_in_executor(self._heavy, decode, loaded, keys, prefixes)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except asyncio.TimeoutError:
@@ -117,10 +166,6 @@ class Engine:
                               "the service is busy with costly requests", retry_after=5) from None
         finally:
             self._heavy_waiting -= 1
-
-    def _run_one(self, loaded: LoadedModel, key: tuple) -> bytes:
-        decode = self._predict if key[1] == "predict" else self._topk
-        return decode(loaded, [key], [key[2]])[key]
 
     def close(self) -> None:
         self._heavy.shutdown(wait=True, cancel_futures=True)

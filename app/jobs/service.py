@@ -7,6 +7,7 @@ import json
 import secrets
 from datetime import datetime, timezone
 
+from model.config import TrainConfig
 from model.data import corpus_hash
 
 from .. import storage
@@ -87,11 +88,16 @@ class JobService:
 
     # -- writing ---------------------------------------------------------------------------------------
     def submit(self, body: dict) -> dict:
-        self._check_size(body)
+        """body: the validated request, fields left out absent, so the recipe fills them when the job runs."""
+        try:
+            training = TrainConfig.from_dict(body["training"])  # the model's own rules, once
+        except ValueError as exc:
+            raise InvalidInput("training", str(exc)) from None
+        self._check_size(body, training)
         self._check_quotas()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         suffix = secrets.token_hex(3)
-        steps = body["training"].get("steps") or 0
+        steps = training.steps
         job = {"id": f"job-{stamp}-{suffix}", "model_id": f"m-{stamp}-{suffix}", "config": summarize(body),
                "body": body, "max_attempts": body.get("max_attempts", 2),
                "progress": {"step": 0, "total_steps": steps, "fraction": 0.0, "loss": None, "accuracy": None,
@@ -100,10 +106,10 @@ class JobService:
         self.update_gauge()
         return shown(created)
 
-    def _check_size(self, body: dict) -> None:
+    def _check_size(self, body: dict, training: TrainConfig) -> None:
         """A valid body must not be able to exhaust memory: bound the work of one training step."""
-        m, t = body["model"], body["training"]
-        work = t.get("batch_size", 64) * m["seq_length"] * max(m["hidden_dim"], m["embedding_dim"])
+        m = body["model"]
+        work = training.batch_size * m["seq_length"] * max(m["hidden_dim"], m["embedding_dim"])
         if work > self.settings.max_job_work:
             raise InvalidInput("training.batch_size", f"batch_size x seq_length x hidden_dim is {work}; this service "
                                                       f"allows at most {self.settings.max_job_work}")

@@ -7,6 +7,8 @@ import time
 
 import httpx
 
+from tests.conftest import same_answer
+
 
 def test_endpoints_answer_over_http(server):
     with server.client() as c:
@@ -36,20 +38,6 @@ def test_bad_input_over_http_is_never_a_500(server):
         assert c.post("/predict", content=b"x" * 200_000).status_code == 413
 
 
-def _same_answer(a, b, path=""):
-    """Equal structure and integers; floats equal to float32 precision (batch size changes summation order)."""
-    if isinstance(a, float) or isinstance(b, float):
-        return abs(a - b) <= 1e-5 * max(1.0, abs(a)), path
-    if isinstance(a, dict):
-        if a.keys() != b.keys():
-            return False, path
-        return next(((ok, p) for k in a for ok, p in [_same_answer(a[k], b[k], f"{path}.{k}")] if not ok), (True, path))
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return False, path
-        return next(((ok, p) for i, (x, y) in enumerate(zip(a, b)) for ok, p in [_same_answer(x, y, f"{path}[{i}]")]
-                     if not ok), (True, path))
-    return a == b, path
 
 
 def test_concurrent_requests_get_the_answers_they_get_alone(make_server):
@@ -80,7 +68,7 @@ def test_concurrent_requests_get_the_answers_they_get_alone(make_server):
     with srv.client() as c:
         alone = [c.request(m, p, **kw).json() for m, p, kw in requests]
     for i, (a, b) in enumerate(zip(together, alone)):
-        ok, where = _same_answer(a, b)
+        ok, where = same_answer(a, b)
         assert ok, (i, requests[i], where, a, b)
 
 

@@ -7,7 +7,15 @@ from fastapi.responses import Response
 from ...errors import InvalidInput
 from ..deps import EngineDep
 from ..params import check_params, parse_int, parse_tokens
-from ..schemas import ERRORS, PredictRequest, PredictResponse, TopKResponse
+from ..schemas import (
+    ERRORS,
+    BatchResponse,
+    PredictBatchRequest,
+    PredictRequest,
+    PredictResponse,
+    TopKBatchRequest,
+    TopKResponse,
+)
 
 router = APIRouter(tags=["inference"])
 JSON = "application/json"
@@ -39,3 +47,15 @@ async def topk(request: Request, engine: EngineDep,
     else:
         tokens, field = parse_tokens("prefix", prefix), "prefix"
     return Response(await engine.topk(model, tokens, count, field), media_type=JSON)
+
+
+@router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
+             summary="Greedy continuations of many prefixes in one request, in request order")
+async def predict_batch(body: PredictBatchRequest, engine: EngineDep) -> Response:
+    return Response(await engine.predict_batch(body.model, body.prefixes, body.attention), media_type=JSON)
+
+
+@router.post("/topk/batch", response_model=BatchResponse, responses=ERRORS,
+             summary="The k most likely sequences for many prefixes in one request, in request order")
+async def topk_batch(body: TopKBatchRequest, engine: EngineDep) -> Response:
+    return Response(await engine.topk_batch(body.model, body.prefixes, body.k), media_type=JSON)

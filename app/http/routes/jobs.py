@@ -28,7 +28,7 @@ JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 @router.post("", status_code=202, responses=ERR, summary="Start a training job")
 async def submit(body: JobRequest, jobs: JobsDep) -> JSONResponse:
-    job = await asyncio.to_thread(jobs.submit, body.model_dump())
+    job = await asyncio.to_thread(jobs.submit, body.model_dump(exclude_none=True))
     jobs.wake()
     return JSONResponse(job, status_code=202, headers={"Location": f"/jobs/{job['id']}"})
 
