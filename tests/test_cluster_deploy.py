@@ -1,0 +1,505 @@
+"""Cluster deployment files: Kubernetes manifests against the Kubernetes schemas, the cluster compose files
+against the same settings, and deploy/nginx.conf against the real nginx (syntax, then retry behaviour with
+two fake replicas). No Docker, no cluster; a few seconds."""
+from __future__ import annotations
+
+import copy
+import http.client
+import http.server
+import importlib.util
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+# The oldest minor release the manifests must suit (managed clusters lag) and a recent one the package ships.
+K8S_VERSIONS = ("1.29.0", "1.33.0")
+
+_spec = importlib.util.spec_from_file_location("render_nginx_conf", DEPLOY / "render_nginx_conf.py")
+render_nginx_conf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_nginx_conf)
+
+
+# --- Kubernetes -----------------------------------------------------------------------------------------------
+
+def _docs(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _merge(base, patch):
+    """Strategic merge as kustomize does it for these manifests: maps recursively, lists of maps by their
+    `name` (containers, env, volumes) or `key` (tolerations); anything else is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = dict(base)
+        for key, value in patch.items():
+            merged[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
+        return merged
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) for i in base + patch):
+        for merge_key in ("name", "key"):
+            if all(merge_key in item for item in base + patch):
+                merged = [copy.deepcopy(item) for item in base]
+                for item in patch:
+                    at = next((i for i, old in enumerate(merged) if old[merge_key] == item[merge_key]), None)
+                    if at is None:
+                        merged.append(copy.deepcopy(item))
+                    else:
+                        merged[at] = _merge(merged[at], item)
+                return merged
+    return copy.deepcopy(patch)
+
+
+def _set_images(doc: dict, images: list[dict]) -> None:
+    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+    for container in spec.get("containers", []) + spec.get("initContainers", []):
+        name, _, tag = container["image"].partition(":")
+        for image in images:
+            if image["name"] == name:
+                container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag or 'latest')}"
+
+
+def render(directory: Path, visited: tuple[Path, ...] = ()) -> list[dict]:
+    """`kustomize build` for what these kustomizations use: resources (files and directories), patches with a
+    target, images."""
+    directory = directory.resolve()
+    for seen in visited:  # kustomize: "cycle detected: candidate root contains visited root"
+        assert not seen.is_relative_to(directory), f"{directory} contains {seen}: kustomize refuses it"
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization" and "namespace" not in kustomization
+    docs = []
+    for resource in kustomization.get("resources", []):
+        path = directory / resource
+        docs += render(path, visited + (directory,)) if path.is_dir() else _docs(path)
+    for patch in kustomization.get("patches", []):
+        target = patch["target"]
+        body = yaml.safe_load((directory / patch["path"]).read_text())
+        matches = [i for i, doc in enumerate(docs) if doc["kind"] == target["kind"]
+                   and doc["metadata"]["name"] == target["name"]
+                   and doc["apiVersion"] == f"{target['group']}/{target['version']}".lstrip("/")]
+        assert len(matches) == 1, f"patch {patch['path']} targets {target}: {len(matches)} matches"
+        docs[matches[0]] = _merge(docs[matches[0]], body)
+    for doc in docs:
+        _set_images(doc, kustomization.get("images", []))
+    return docs
+
+
+def _by(docs: list[dict], kind: str, name: str) -> dict:
+    [doc] = [doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    return doc
+
+
+def _env(container: dict) -> dict:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
+
+
+BASE = render(K8S)
+GPU = render(K8S / "overlays" / "gpu")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_validates_against_the_kubernetes_schemas(version):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kustomizations = sorted(K8S.rglob("kustomization.yaml"))
+    # a patch alone is not a whole object: its rendered result is what gets checked
+    patches = {k.parent / p["path"] for k in kustomizations for p in yaml.safe_load(k.read_text()).get("patches", [])}
+    raw = [doc for path in sorted(K8S.rglob("*.yaml")) if path not in patches and path not in kustomizations
+           for doc in _docs(path)]
+    assert {doc["kind"] for doc in BASE} == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
+    assert "Secret" in {doc["kind"] for doc in raw}  # secret.example.yaml
+    for doc in raw + BASE + GPU:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} (Kubernetes {version}): {error}")
+
+
+def test_manifests_have_no_namespace_and_no_secret_values():
+    assert all("namespace" not in doc["metadata"] for doc in BASE + GPU)
+    assert "Secret" not in {doc["kind"] for doc in BASE + GPU}  # created apart from the kustomization
+    text = "\n".join(path.read_text() for path in (K8S / "base").glob("*.yaml"))
+    assert "postgresql://" not in text and "password" not in text.lower()
+
+
+def test_the_api_deployment_serves_from_the_secret_and_trains_nothing():
+    api = _by(BASE, "Deployment", "seq2seq-api")
+    pod = api["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = _env(container)
+    assert api["spec"]["replicas"] == 3
+    assert env["SEQ2SEQ_JOB_WORKERS"] == "0"
+    assert env["SEQ2SEQ_DATABASE_URL"] == {"secretKeyRef": {"name": "seq2seq", "key": "database-url"}}
+    assert env["SEQ2SEQ_API_KEY"] == {"secretKeyRef": {"name": "seq2seq", "key": "api-key"}}
+    assert container["envFrom"] == [{"configMapRef": {"name": "seq2seq-config"}}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) & set(container["resources"]["limits"])
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["terminationGracePeriodSeconds"] >= 15
+    [migrate] = pod["initContainers"]
+    assert migrate["command"] == ["python", "-m", "app", "migrate"]
+    assert _env(migrate)["SEQ2SEQ_DATABASE_URL"] == env["SEQ2SEQ_DATABASE_URL"]
+    assert container["image"] == migrate["image"] == "seq2seq-serve:latest"
+    # the Secret's keys are the ones the template documents
+    example = _docs(K8S / "secret.example.yaml")[0]
+    assert example["metadata"]["name"] == "seq2seq" and set(example["stringData"]) == {"database-url", "api-key"}
+    assert _by(BASE, "ConfigMap", "seq2seq-config")
+
+
+def test_the_service_and_the_disruption_budget_select_the_api_pods():
+    api = _by(BASE, "Deployment", "seq2seq-api")
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    assert api["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = _by(BASE, "Service", "seq2seq-api")
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["selector"].items() <= labels.items()
+    [port] = service["spec"]["ports"]
+    [container_port] = api["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert port["port"] == 80 and port["targetPort"] == container_port["name"] and container_port["containerPort"] == 8000
+    pdb = _by(BASE, "PodDisruptionBudget", "seq2seq-api")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable") == 2
+    worker_labels = _by(BASE, "Deployment", "seq2seq-worker")["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= worker_labels.items()  # the worker serves no HTTP
+
+
+def test_the_worker_runs_app_worker_and_the_gpu_overlay_gives_it_a_gpu():
+    worker = _by(BASE, "Deployment", "seq2seq-worker")
+    [container] = worker["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "app.worker"]
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    assert _env(container)["SEQ2SEQ_DATABASE_URL"] == {"secretKeyRef": {"name": "seq2seq", "key": "database-url"}}
+    assert "readinessProbe" not in container and "livenessProbe" not in container  # no HTTP to probe
+
+    gpu = _by(GPU, "Deployment", "seq2seq-worker")
+    [container] = gpu["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["memory"]  # the patch adds to the base's limits, not replaces
+    assert _env(container)["SEQ2SEQ_DEVICE"] == "cuda" and container["image"] == "seq2seq-serve:cuda"
+    assert container["command"] == ["python", "-m", "app.worker"]
+    assert _by(GPU, "Deployment", "seq2seq-api") == _by(BASE, "Deployment", "seq2seq-api")
+
+
+# --- Compose --------------------------------------------------------------------------------------------------
+
+CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+CLUSTER_GPU = yaml.safe_load((ROOT / "docker-compose.cluster.gpu.yml").read_text())
+SINGLE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+INTERPOLATION = re.compile(r"^\$\{[A-Z0-9_]+(:?[-?][^}]*)?\}$")
+
+
+def test_compose_builds_the_same_image_as_docker_compose_yml():
+    services = CLUSTER["services"]
+    assert set(services) == {"postgres", "migrate", "api", "worker", "nginx"}
+    for name in ("migrate", "api", "worker"):
+        assert services[name]["build"] == SINGLE["services"]["api"]["build"]
+        assert services[name]["image"] == SINGLE["services"]["api"]["image"] == "seq2seq-serve:latest"
+
+
+def test_compose_postgres_is_healthchecked_on_a_volume_with_the_password_from_the_environment():
+    postgres = CLUSTER["services"]["postgres"]
+    assert re.fullmatch(r"postgres:1[56](\.\d+)?", postgres["image"])
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    [volume] = postgres["volumes"]
+    assert volume.split(":")[0] in CLUSTER["volumes"]
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+
+
+def test_compose_migrates_once_before_the_api_and_the_worker():
+    services = CLUSTER["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["python", "-m", "app", "migrate"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert migrate["restart"] == "no" and migrate["healthcheck"] == {"disable": True}
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_api_matches_the_kubernetes_api():
+    api = CLUSTER["services"]["api"]
+    env = api["environment"]
+    assert api["deploy"]["replicas"] == 3 == _by(BASE, "Deployment", "seq2seq-api")["spec"]["replicas"]
+    assert env["SEQ2SEQ_JOB_WORKERS"] == "0"
+    assert env["SEQ2SEQ_DATABASE_URL"].startswith("postgresql://seq2seq:${POSTGRES_PASSWORD")
+    assert env["SEQ2SEQ_DATABASE_URL"].endswith("@postgres:5432/seq2seq")
+    assert env["SEQ2SEQ_API_KEY"].startswith("${SEQ2SEQ_API_KEY:?")  # required: one key for every replica
+    assert "ports" not in api  # nginx fronts the replicas
+    assert api["restart"] == "unless-stopped"
+    # the same readiness check as docker-compose.yml and the Kubernetes readinessProbe
+    assert api["healthcheck"]["test"] == SINGLE["services"]["api"]["healthcheck"]["test"]
+    assert any("/readyz" in part for part in api["healthcheck"]["test"])
+    k8s_env = _env(_by(BASE, "Deployment", "seq2seq-api")["spec"]["template"]["spec"]["containers"][0])
+    assert {"SEQ2SEQ_DATABASE_URL", "SEQ2SEQ_API_KEY", "SEQ2SEQ_JOB_WORKERS"} <= set(env) & set(k8s_env)
+    assert env["SEQ2SEQ_JOB_WORKERS"] == k8s_env["SEQ2SEQ_JOB_WORKERS"]
+
+
+def test_compose_worker_matches_the_kubernetes_worker_and_its_gpu_override():
+    worker = CLUSTER["services"]["worker"]
+    k8s = _by(BASE, "Deployment", "seq2seq-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["command"] == k8s["command"] == ["python", "-m", "app.worker"]
+    assert worker["environment"]["SEQ2SEQ_DATABASE_URL"] == CLUSTER["services"]["api"]["environment"]["SEQ2SEQ_DATABASE_URL"]
+    assert INTERPOLATION.match(worker["environment"]["SEQ2SEQ_DEVICE"])  # configurable
+    assert worker["healthcheck"] == {"disable": True} and "ports" not in worker
+    assert worker["restart"] == "unless-stopped"
+    gpu = CLUSTER_GPU["services"]["worker"]
+    assert set(CLUSTER_GPU["services"]) == {"worker"}  # the api stays on CPU
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and device["count"] == 1
+    assert gpu["environment"]["SEQ2SEQ_DEVICE"] == "cuda" and gpu["build"]["args"]["TORCH_INDEX"] == ""
+    assert gpu["image"] != "seq2seq-serve:latest"  # a CUDA build must not overwrite the api's CPU image
+
+
+def test_compose_nginx_publishes_8000_with_the_mounted_config():
+    nginx = CLUSTER["services"]["nginx"]
+    assert re.fullmatch(r"nginx:1\.(2[2-9]|[3-9]\d)(\.\d+)?", nginx["image"])
+    assert "8000:80" in nginx["ports"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
+    assert nginx["depends_on"]["api"]["condition"] == "service_healthy"  # every replica resolvable at start
+
+
+def test_compose_files_hold_no_literal_secrets():
+    for compose in (CLUSTER, CLUSTER_GPU):
+        for service in compose["services"].values():
+            for name, value in (service.get("environment") or {}).items():
+                if re.search(r"PASSWORD|API_KEY|SECRET|TOKEN", name):
+                    assert INTERPOLATION.match(str(value)), f"{name} is a literal: {value}"
+                if "://" in str(value):
+                    assert re.search(r"://[^:/@]+:\$\{[A-Z_]+[^}]*\}@", value), f"{name}: literal password in URL"
+
+
+# --- nginx ----------------------------------------------------------------------------------------------------
+
+def _parse_nginx(text: str) -> list:
+    """[(directive, [args], children or None)], enough of nginx's grammar for this file."""
+    tokens = re.findall(r"'[^']*'|\"[^\"]*\"|#[^\n]*|[{};]|[^\s{};]+", text)
+    stack, current, words = [], [], []
+    for token in tokens:
+        if token.startswith("#"):
+            continue
+        if token == ";":
+            current.append((words[0], words[1:], None))
+            words = []
+        elif token == "{":
+            block = (words[0], words[1:], [])
+            current.append(block)
+            stack.append(current)
+            current, words = block[2], []
+        elif token == "}":
+            assert not words, f"unterminated directive {words}"
+            current = stack.pop()
+        else:
+            words.append(token)
+    assert not stack and not words
+    return current
+
+
+def _find(block: list, name: str, *args: str) -> list:
+    return [item for item in block if item[0] == name and tuple(item[1][:len(args)]) == args]
+
+
+def _one(block: list, name: str, *args: str):
+    [item] = _find(block, name, *args)
+    return item
+
+
+CONF = _parse_nginx((DEPLOY / "nginx.conf").read_text())
+HTTP = _one(CONF, "http")[2]
+SERVER = _one(HTTP, "server")[2]
+INFERENCE_POSTS = ("/predict", "/predict/batch", "/topk/batch")
+EVENTS = r"^/jobs/[^/]+/events$"
+
+
+def _location(*args: str) -> list:
+    return _one(SERVER, "location", *args)[2]
+
+
+def _directive(block: list, name: str) -> list[str]:
+    return _one(block, name)[1]
+
+
+def test_nginx_upstream_has_passive_health_checks_and_keepalive():
+    upstream = _one(HTTP, "upstream", "seq2seq_api")[2]
+    servers = _find(upstream, "server")
+    assert [args[0] for _, args, _ in servers] == ["api:8000"]
+    assert {"max_fails=3", "fail_timeout=10s"} <= set(servers[0][1])
+    assert _find(upstream, "keepalive")
+    text = (DEPLOY / "nginx.conf").read_text()
+    assert text.count("# upstream-servers-begin") == text.count("# upstream-servers-end") == 1
+
+
+def test_nginx_server_level_headers_body_limit_and_keepalive():
+    assert _directive(SERVER, "listen") == ["80"]
+    assert _directive(SERVER, "client_max_body_size") == ["10m"]
+    assert _directive(SERVER, "proxy_http_version") == ["1.1"]
+    headers = {args[0]: args[1] for _, args, _ in _find(SERVER, "proxy_set_header")}
+    assert headers["Connection"] == '""'
+    assert headers["X-Forwarded-For"] == "$proxy_add_x_forwarded_for"
+    assert headers["X-Request-ID"] == "$seq2seq_request_id"
+    request_id_map = dict((item[0], item[1][0]) for item in _one(HTTP, "map", "$http_x_request_id")[2])
+    assert request_id_map == {"default": "$http_x_request_id", '""': "$request_id"}
+    # a location with any proxy_set_header of its own would inherit none of the server's headers
+    for _, args, block in _find(SERVER, "location"):
+        assert not _find(block, "proxy_set_header"), f"location {args} drops the server's proxy headers"
+        if _find(block, "proxy_pass"):
+            assert _directive(block, "proxy_pass") == ["http://seq2seq_api"]
+    # GETs elsewhere are retried on connection errors and timeouts only; POSTs that reached a replica never
+    assert _directive(SERVER, "proxy_next_upstream") == ["error", "timeout"]
+
+
+@pytest.mark.parametrize("path", INFERENCE_POSTS)
+def test_nginx_retries_inference_posts_on_another_replica(path):
+    location = _location("=", path)
+    retry = set(_directive(location, "proxy_next_upstream"))
+    assert {"error", "timeout", "http_502", "http_503", "http_504", "non_idempotent"} <= retry
+    assert int(_directive(location, "proxy_next_upstream_tries")[0]) >= 2
+    get_topk = set(_directive(_location("=", "/topk"), "proxy_next_upstream"))
+    assert {"error", "timeout", "http_502", "http_503", "http_504"} <= get_topk
+
+
+def test_nginx_never_resends_management_posts():
+    for _, args, block in _find(SERVER, "location"):
+        retry = [_directive(block, "proxy_next_upstream")] if _find(block, "proxy_next_upstream") else []
+        if any("non_idempotent" in r for r in retry):
+            assert args[0] == "=" and args[1] in INFERENCE_POSTS, f"location {args} resends POSTs"
+    for prefix in ("/jobs", "/models"):
+        assert "non_idempotent" not in _directive(_location(prefix), "proxy_next_upstream")
+
+
+def test_nginx_streams_job_events_unbuffered():
+    events = _location("~", EVENTS)
+    assert _directive(events, "proxy_buffering") == ["off"]
+    assert _directive(events, "proxy_cache") == ["off"]
+    assert _directive(events, "proxy_read_timeout") == ["1h"]
+    assert _directive(events, "proxy_http_version") == ["1.1"]
+    assert re.match(EVENTS, "/jobs/abc123/events") and not re.match(EVENTS, "/jobs/abc/cancel")
+
+
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@needs_nginx
+def test_nginx_conf_passes_nginx_t_with_local_upstreams(tmp_path):
+    ports = [_free_port() for _ in range(3)]
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx_conf.render([f"127.0.0.1:{p}" for p in ports], f"127.0.0.1:{_free_port()}", tmp_path))
+    proc = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    upstream = _one(_one(_parse_nginx(conf.read_text()), "http")[2], "upstream", "seq2seq_api")[2]
+    assert [args for _, args, _ in _find(upstream, "server")] == [
+        [f"127.0.0.1:{p}", "max_fails=3", "fail_timeout=10s"] for p in ports]
+
+
+class _Replica(http.server.ThreadingHTTPServer):
+    """A fake API replica: answers 200 naming itself, or (drop=True) reads the request and hangs up."""
+    daemon_threads = True
+
+    def __init__(self, name: str, drop: bool = False):
+        self.name, self.drop, self.seen = name, drop, []
+        replica = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                replica.seen.append((self.command, self.path, self.headers.get("X-Request-ID")))
+                if replica.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                body = json.dumps({"replica": replica.name}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def balancer(tmp_path):
+    replicas = [_Replica("dropper", drop=True), _Replica("healthy")]
+    port = _free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx_conf.render([r.address for r in replicas], f"127.0.0.1:{port}", tmp_path))
+    proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "nginx did not start listening"
+                time.sleep(0.05)
+        yield port, replicas
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for replica in replicas:
+            replica.shutdown()
+            replica.server_close()
+
+
+def _request(port: int, method: str, path: str, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=b'{"start": 7}' if method == "POST" else None,
+                     headers={"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+@needs_nginx
+def test_nginx_resends_inference_but_delivers_a_management_post_at_most_once(balancer):
+    port, (dropper, healthy) = balancer
+    # POST /jobs: round robin gives the dropper its turn; what it drops comes back 502, never resent
+    jobs = [_request(port, "POST", "/jobs") for _ in range(4)]
+    statuses = [status for status, _, _ in jobs]
+    assert 502 in statuses and set(statuses) <= {200, 502}
+    assert len(dropper.seen) + len(healthy.seen) == 4  # each POST reached exactly one replica
+    assert statuses.count(200) == len([s for s in healthy.seen if s[1] == "/jobs"])
+    status, headers, body = next(j for j in jobs if j[0] == 502)
+    assert json.loads(body)["error"] == "bad_gateway" and headers["X-Request-ID"]
+    # POST /predict: a dropped request goes on to the healthy replica
+    before = len(dropper.seen)
+    answers = [_request(port, "POST", "/predict", {"X-Request-ID": f"rid-{i}"}) for i in range(4)]
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert all(json.loads(body) == {"replica": "healthy"} for _, _, body in answers)
+    predicts = [s for s in healthy.seen if s[1] == "/predict"]
+    assert [rid for _, _, rid in predicts] == [f"rid-{i}" for i in range(4)]  # X-Request-ID passed through
+    assert len(dropper.seen) - before <= 1  # max_fails=3: after its third failure the dropper gets a rest
+    # a request without an id gets nginx's
+    _request(port, "GET", "/healthz")
+    assert re.fullmatch(r"[0-9a-f]{32}", healthy.seen[-1][2])
