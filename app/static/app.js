@@ -70,6 +70,13 @@ async function refreshInfo() {
   }
 }
 
+function calibrationOf(model) {
+  const m = model.metrics || {};
+  if (m.calibration_tv_mean === undefined) return "";
+  const start = m.calibration_tv_start_mean !== undefined ? `, start digits ${m.calibration_tv_start_mean.toFixed(3)}` : "";
+  return `TV ${m.calibration_tv_mean.toFixed(3)}${start}`;
+}
+
 function metricOf(model) {
   const m = model.metrics || {};
   if (m.top1_agreement !== undefined) return `top-1 agreement ${pct(m.top1_agreement)}`;
@@ -87,6 +94,7 @@ async function refreshModels() {
       el("td", {}, new Date(m.created_at).toLocaleString()),
       el("td", {}, `${m.hyperparameters.attention ? "attention" : "plain"}, ${m.source}`),
       el("td", {}, metricOf(m)),
+      el("td", { "data-testid": "calibration" }, calibrationOf(m)),
       el("td", { class: "actions" },
         m.active ? el("span", { class: "badge", "data-testid": "active-badge" }, "active")
                  : el("button", { class: "ghost small", "data-testid": "activate", onclick: () => activate(m.id) }, "Activate"),
@@ -213,10 +221,12 @@ function readForm(form) {
   const num = (name) => Number(v(name));
   const body = {
     model: { attention: form.elements.attention.checked, embedding_dim: num("embedding_dim"), hidden_dim: num("hidden_dim") },
-    training: { steps: num("steps"), batch_size: num("batch_size"), learning_rate: num("learning_rate"),
-                teacher_forcing_ratio: num("teacher_forcing_ratio"), seed: num("seed") },
+    training: { recipe: v("recipe"), seed: num("seed") },
     activate: v("activate"),
   };
+  for (const name of ["steps", "batch_size", "learning_rate", "teacher_forcing_ratio"]) {  // blank: the recipe's
+    if (v(name) !== "") body.training[name] = num(name);
+  }
   if (v("target_accuracy")) body.training.target_accuracy = num("target_accuracy");
   if (v("name")) body.name = v("name");
   if (form.elements.source.value === "random") { body.dataset = { generator: "random" }; return body; }

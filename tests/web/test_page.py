@@ -62,6 +62,10 @@ def test_a_training_job_started_from_the_form_shows_progress_and_ends_in_the_mod
     new_row = table.locator(f'[data-model="{job["model_id"]}"]')
     expect(new_row).to_contain_text("from the page")
     expect(new_row.get_by_test_id("active-badge")).to_be_visible()
+    # a corpus job's calibration is measured and shown: the model's probabilities against the corpus's
+    calibration = httpx.get(f"{srv.url}/models/{job['model_id']}").json()["metrics"]["calibration_tv_mean"]
+    expect(new_row.get_by_test_id("calibration")).to_contain_text(f"TV {calibration:.3f}")
+    expect(table.locator('[data-model="default"]').get_by_test_id("calibration")).to_contain_text("TV 0.000")
     assert page.errors == []
 
 
