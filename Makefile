@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install browser postgres test run worker migrate train-default bench screenshots clean
+.PHONY: install browser postgres nginx test run worker migrate train-default bench screenshots clean
 
 install: $(STAMP)
 
@@ -34,7 +34,13 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
 		|| echo "warning: could not install postgresql; the PostgreSQL storage tests will be skipped (set PG_BIN)"
 
-test: install browser postgres
+# The failover tests put real serving processes behind Debian's nginx (deploy/nginx.conf, ports substituted).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { echo "installing Debian's nginx for the failover tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } \
+		|| echo "warning: could not install nginx; the load-balancer tests will be skipped"
+
+test: install browser postgres nginx
 	$(BIN)/ruff check model app bench tests docs
 	$(BIN)/python -m pytest -q
 
