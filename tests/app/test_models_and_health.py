@@ -1,6 +1,9 @@
 """The registry endpoints, readiness, metrics."""
 import shutil
 
+import pytest
+import torch
+
 from tests.conftest import WEIGHTS
 
 
@@ -55,6 +58,7 @@ def test_a_corrupt_active_model_makes_readyz_503_but_the_process_lives(make_clie
     assert r.status_code == 503 and r.json()["error"] == "unavailable"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="about hosts without CUDA")
 def test_cuda_asked_for_without_cuda_falls_back_to_cpu_and_says_so(make_client):
     body = make_client(device="cuda").get("/readyz").json()
     assert body["device"] == "cpu" and "CUDA is not available" in body["device_note"]
