@@ -109,14 +109,17 @@ def test_random_methods_and_paths_cannot_grow_the_metrics(server):
         c.get("/no/such/path")
         lines()  # /metrics counts itself too
         before = lines()
+        methods = []
         for i in range(60):
             method = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(6))
+            methods.append(method)
             r = c.request(method, f"/{rng.randrange(10**9)}")
             assert 400 <= r.status_code < 500
             c.get(f"/x{rng.randrange(10**9)}")
     assert lines() == before
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'method="OTHER"' in text and 'route="unmatched"' in text
+    # httptools refuses unknown methods before the app sees them; h11 lets them through, labelled OTHER
+    assert not [m for m in methods if f'method="{m}"' in text] and 'route="unmatched"' in text
 
 
 def _raw_request(port: int, head: bytes, body_prefix: bytes) -> bytes:
