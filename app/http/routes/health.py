@@ -45,4 +45,8 @@ async def readyz(request: Request):
 async def metrics(request: Request) -> Response:
     state = request.app.state
     state.metrics.set_active(state.registry.active.id if state.registry.active else None)
+    try:  # jobs change on every replica: count them when scraped
+        await asyncio.to_thread(state.jobs.update_gauge)
+    except Exception:  # the database is away: the other series still matter
+        pass
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
