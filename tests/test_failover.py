@@ -175,3 +175,9 @@ def test_a_database_restart_is_survived_without_restarting_anything(make_server,
         assert done["status"] == "succeeded" and done["worker"] is None
         poll(lambda: c.post("/predict", json={"start": 7}).json()["model"] == done["model_id"], 10)
     assert worker.proc.poll() is None and worker.stop() == 0
+
+
+def test_the_worker_imports_the_model_and_storage_but_not_the_http_app():
+    code = "import sys, app.worker; print(sorted(m for m in ('fastapi', 'starlette', 'app.http', 'app.main') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
