@@ -5,6 +5,14 @@ FROM python:3.11-slim
 
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Optional package mirrors for the build only (never baked into the image's ENV). A build argument reaches the RUN
+# steps as an environment variable, and pip ignores a PIP_* variable whose value is empty, so left empty they
+# change nothing. Example: --build-arg PIP_INDEX_URL=https://mirror/simple --build-arg TORCH_INDEX= (torch from
+# the mirror too) or --build-arg PIP_FIND_LINKS=http://127.0.0.1:8765/ (a directory of wheels; see
+# scripts/docker-smoke.sh).
+ARG PIP_INDEX_URL=
+ARG PIP_EXTRA_INDEX_URL=
+ARG PIP_FIND_LINKS=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

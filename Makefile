@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install browser postgres nginx test run worker migrate train-default bench screenshots clean
+.PHONY: install browser postgres nginx test run worker migrate train-default bench screenshots docker-smoke clean
 
 install: $(STAMP)
 
@@ -64,6 +64,12 @@ bench: install
 
 screenshots: install browser
 	$(BIN)/python docs/screenshots.py
+
+# Builds the image from the Dockerfile and runs docker-compose.yml end to end: inference, a training job, a restart
+# that keeps the volume (scripts/docker-smoke.sh). Needs root; several minutes, so not part of `make test`.
+# SMOKE_RESULTS=FILE also writes the summary as JSON.
+docker-smoke:
+	scripts/docker-smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
