@@ -65,6 +65,7 @@ phase() {  # close the running phase, open the next
   log "== $1"
 }
 
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" --project-directory "$ROOT" "$@"; }
 
 summary() {
@@ -214,7 +215,9 @@ if [ -z "$wheel_dir" ]; then
   done
 fi
 if [ -n "$wheel_dir" ]; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # a fixed port when free: the URL is a build argument, so a new port would miss the build cache next time
+  port="${SMOKE_WHEEL_PORT:-38765}"
+  port_free "$port" || port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   python3 -m http.server --bind 127.0.0.1 --directory "$wheel_dir" "$port" >"$WORKDIR/wheels-http.log" 2>&1 &
   WHEEL_PID=$!
   for _ in $(seq 20); do curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.5; done
@@ -240,7 +243,6 @@ grep -q "psycopg .* binary" "$WORKDIR/imports.txt" || fail "psycopg is not using
 
 # ---------------------------------------------------------------- 4. stack
 phase "compose up"
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_free 8000; then
   HOST_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
   COMPOSE_FILE="$WORKDIR/docker-compose.port-$HOST_PORT.yml"
