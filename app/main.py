@@ -23,6 +23,7 @@ from model import decoding
 from . import device as devices
 from . import storage
 from .http import errors
+from .http.fast import FastInference
 from .http.middleware import ServiceMiddleware
 from .http.routes import health, inference, jobs, models, pages
 from .inference.engine import Engine
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)
+    app.add_middleware(FastInference)  # inside ServiceMiddleware: request ids, the key, limits and metrics apply
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,
                        max_job_bytes=settings.max_job_bytes, max_batch_bytes=settings.max_batch_bytes, api_key=api_key)
     app.state.api_key = api_key

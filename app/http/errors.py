@@ -46,9 +46,9 @@ def clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def error_body(request: Request, status: int, message: str, fields: list[dict] | None = None, total: int = 0) -> dict:
-    body = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE),
-            "request_id": getattr(request.state, "request_id", None)}
+def error_body(request_id: str | None, status: int, message: str, fields: list[dict] | None = None,
+               total: int = 0) -> dict:
+    body = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE), "request_id": request_id}
     if fields:
         body["fields"] = [{"field": clip(f["field"], 100), "message": clip(f["message"])} for f in fields[:MAX_FIELDS]]
         more = max(total, len(fields)) - MAX_FIELDS
@@ -58,7 +58,37 @@ def error_body(request: Request, status: int, message: str, fields: list[dict] |
 
 
 def respond(request: Request, status: int, message: str, fields=None, headers=None, total: int = 0) -> JSONResponse:
-    return JSONResponse(error_body(request, status, message, fields, total), status_code=status, headers=headers)
+    body = error_body(getattr(request.state, "request_id", None), status, message, fields, total)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def explain(exc: Exception) -> tuple[int, str, list[dict] | None, dict | None]:
+    """(status, message, fields, headers) for a known error; status 500 for anything else."""
+    status = status_of(exc)
+    if isinstance(exc, domain.InvalidInput):
+        return 422, exc.message, [{"field": exc.field, "message": exc.reason}], None
+    if isinstance(exc, CheckpointError):  # the reason only: file paths stay inside
+        message = f"a checkpoint cannot be used: {exc.reason}"
+    else:
+        message = str(exc)
+    retry = getattr(exc, "retry_after", None) or (10 if isinstance(exc, storage.QueueFull) else None)
+    headers = {"Retry-After": str(int(retry))} if retry and status in (429, 503) else None
+    return status, message, None, headers
+
+
+def validation_answer(errors: list[dict]) -> tuple[str, list[dict], int]:
+    """pydantic's errors as (message, fields, total): at most MAX_FIELDS of them, named the way they were sent."""
+    fields = []
+    for err in errors[:MAX_FIELDS]:
+        msg = clip(str(err.get("msg", "invalid")).removeprefix("Value error, "))
+        field = _field_name(tuple(err.get("loc", ())))
+        if err.get("type") == "json_invalid":
+            msg, field = "the body is not valid JSON", "body"
+        fields.append({"field": field, "message": msg})
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
+    if len(errors) > 3:
+        message += f"; and {len(errors) - 3} more"
+    return message, fields, len(errors)
 
 
 UNION_TAGS = {("dataset", "corpus"), ("dataset", "random")}  # job_schemas' tagged dataset kinds
@@ -77,33 +107,16 @@ def _field_name(loc: tuple) -> str:
 
 def install(app: FastAPI) -> None:
     async def known_error(request: Request, exc: Exception):
-        status = status_of(exc)
-        if isinstance(exc, domain.InvalidInput):
-            return respond(request, 422, exc.message, [{"field": exc.field, "message": exc.reason}])
-        if isinstance(exc, CheckpointError):  # the reason only: file paths stay inside
-            message = f"a checkpoint cannot be used: {exc.reason}"
-        else:
-            message = str(exc)
-        retry = getattr(exc, "retry_after", None) or (10 if isinstance(exc, storage.QueueFull) else None)
-        headers = {"Retry-After": str(int(retry))} if retry and status in (429, 503) else None
-        return respond(request, status, message, headers=headers)
+        status, message, fields, headers = explain(exc)
+        return respond(request, status, message, fields, headers)
 
     for kind, _ in STATUS:
         app.add_exception_handler(kind, known_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        fields, errors = [], exc.errors()
-        for err in errors[:MAX_FIELDS]:
-            msg = clip(str(err.get("msg", "invalid")).removeprefix("Value error, "))
-            field = _field_name(tuple(err.get("loc", ())))
-            if err.get("type") == "json_invalid":
-                msg, field = "the body is not valid JSON", "body"
-            fields.append({"field": field, "message": msg})
-        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
-        if len(errors) > 3:
-            message += f"; and {len(errors) - 3} more"
-        return respond(request, 422, message, fields, total=len(errors))
+        message, fields, total = validation_answer(exc.errors())
+        return respond(request, 422, message, fields, total=total)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

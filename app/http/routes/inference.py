@@ -38,16 +38,20 @@ async def topk(request: Request, engine: EngineDep,
                prefix: str | None = Query(None, description="comma-separated tokens, e.g. 7,2", examples=["7,2"]),
                k: str = Query("3", description=f"how many suggestions, 1 to {MAX_K}"),
                model: str | None = Query(None, description="model id; the active model when left out")) -> Response:
-    check_params(request.query_params, TOPK_PARAMS)
-    if (start is None) == (prefix is None):
-        raise InvalidInput("start", "give exactly one of start and prefix")
-    count = parse_int("k", k, 1, MAX_K)
-    if start is not None:
-        tokens, field = [parse_int("start", start, 0, 999_999_999)], "start"
-    else:
-        tokens, field = parse_tokens("prefix", prefix), "prefix"
+    tokens, field, count = topk_tokens(request.query_params)
     return Response(await engine.topk(model, tokens, count, field), media_type=JSON)
 
+
+def topk_tokens(query) -> tuple[list[int], str, int]:
+    """(tokens, the field they came from, k) from /topk's query, strictly: see app.http.params."""
+    check_params(query, TOPK_PARAMS)
+    start, prefix = query.get("start"), query.get("prefix")
+    if (start is None) == (prefix is None):
+        raise InvalidInput("start", "give exactly one of start and prefix")
+    count = parse_int("k", query.get("k", "3"), 1, MAX_K)
+    if start is not None:
+        return [parse_int("start", start, 0, 999_999_999)], "start", count
+    return parse_tokens("prefix", prefix), "prefix", count
 
 @router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
