@@ -39,9 +39,9 @@ class Step(BaseModel):
 
 class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "model": "default", "prefix": [7], "sequence": [7, 2, 8, 4, 3], "score": -0.62, "probability": 0.54,
-        "steps": [{"token": 2, "probability": 0.56}, {"token": 8, "probability": 0.99},
-                  {"token": 4, "probability": 0.99}, {"token": 3, "probability": 0.99}]}]})
+        "model": "default", "prefix": [7], "sequence": [7, 2, 8, 4, 3], "score": -0.51, "probability": 0.60,
+        "steps": [{"token": 2, "probability": 0.60}, {"token": 8, "probability": 1.0},
+                  {"token": 4, "probability": 1.0}, {"token": 3, "probability": 1.0}]}]})
 
     model: str
     prefix: list[int]
@@ -61,9 +61,9 @@ class Suggestion(BaseModel):
 class TopKResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "default", "prefix": [7], "k": 3, "suggestions": [
-            {"sequence": [7, 2, 8, 4, 3], "score": -0.62, "probability": 0.54},
-            {"sequence": [7, 6, 5, 2, 8], "score": -0.93, "probability": 0.40},
-            {"sequence": [7, 9, 1, 2, 4], "score": -2.75, "probability": 0.06}]}]})
+            {"sequence": [7, 2, 8, 4, 3], "score": -0.51, "probability": 0.60},
+            {"sequence": [7, 6, 5, 2, 8], "score": -1.21, "probability": 0.30},
+            {"sequence": [7, 9, 1, 2, 4], "score": -2.30, "probability": 0.10}]}]})
 
     model: str
     prefix: list[int]

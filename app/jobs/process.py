@@ -69,7 +69,7 @@ def lower_priority() -> None:
 
 
 def warm_up() -> None:
-    """Pay the one-off costs (the first optimizer imports torch._dynamo: about 1.6 s) before a job arrives."""
+    """Pay the one-off costs (importing torch and the model, a first training step) before a job arrives."""
     from model.config import ModelConfig, TrainConfig
     from model.training import Dataset
 

@@ -107,12 +107,20 @@ class JobService:
         return shown(created)
 
     def _check_size(self, body: dict, training: TrainConfig) -> None:
-        """A valid body must not be able to exhaust memory: bound the work of one training step."""
+        """A valid body must not be able to exhaust memory: bound the work of one training step, whose batch is
+        the whole corpus when it is small enough for full-batch passes."""
         m = body["model"]
-        work = training.batch_size * m["seq_length"] * max(m["hidden_dim"], m["embedding_dim"])
+        batch = training.batch_size
+        sequences = body["dataset"].get("sequences")
+        if sequences is not None:
+            lengths = len(training.prefix_lengths or range(m["seq_length"]))
+            examples = len({tuple(s) for s in sequences}) * lengths
+            if examples <= training.full_batch:  # the model's rule: then every step takes all of them
+                batch = max(batch, examples)
+        work = batch * m["seq_length"] * max(m["hidden_dim"], m["embedding_dim"])
         if work > self.settings.max_job_work:
-            raise InvalidInput("training.batch_size", f"batch_size x seq_length x hidden_dim is {work}; this service "
-                                                      f"allows at most {self.settings.max_job_work}")
+            raise InvalidInput("training.batch_size", f"a step of {batch} examples x seq_length x hidden_dim is {work}; "
+                                                      f"this service allows at most {self.settings.max_job_work}")
 
     def _check_quotas(self) -> None:
         s = self.settings

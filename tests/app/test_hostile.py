@@ -306,3 +306,12 @@ def test_error_messages_never_show_file_paths(make_server, tmp_path):
     r = httpx.get(f"{srv.url}/topk", params={"start": 7, "model": "broken"})
     assert r.status_code in (404, 503)
     assert str(tmp_path) not in r.text and ".pt" not in r.text
+
+
+def test_a_corpus_small_enough_for_full_batches_counts_its_whole_batch(client):
+    corpus = [[i % 10, (i // 10) % 10, i // 100] + [0] * 13 for i in range(256)]  # 256 sequences x 16 prefix lengths
+    body = {"dataset": {"sequences": corpus}, "model": {"hidden_dim": 512, "seq_length": 16}}
+    r = client.post("/jobs", json=body)  # batch_size 64 would fit; the full batch of 4,096 examples does not
+    assert "a step of 4096 examples" in _assert_clean_4xx(r, "training.batch_size")["message"]
+    r = client.post("/jobs", json={**body, "training": {"full_batch": 0}})
+    assert r.status_code == 202, r.text
