@@ -2,9 +2,9 @@
 
 {"dataset": {"sequences": [[7,2,8,4,3], ...]} | {"generator": "random"},
  "model": {"attention": true, "embedding_dim": 16, "hidden_dim": 32, "vocab_size": 10, "seq_length": 5},
- "training": {"steps": 2000, "batch_size": 64, "learning_rate": 0.005, "teacher_forcing_ratio": 0.5,
+ "training": {"recipe": "default", "steps": 1000, "batch_size": 64, "learning_rate": 0.03, "teacher_forcing_ratio": 1.0,
               "seed": 0, "target_accuracy": null}}
-Every field but the dataset has the seed's default.
+Every field but the dataset is optional: training fields left out take the recipe's values (model.config.RECIPES).
 """
 from __future__ import annotations
 

@@ -18,15 +18,16 @@ WEIGHTS = ROOT / "weights"
 TEST_KEY = "test-management-key"
 
 
-def poll(predicate, timeout: float, interval: float = 0.05):
-    """Call predicate until it returns something truthy, and return that; fail the test at the deadline."""
+def poll(predicate, timeout: float, interval: float = 0.05, message: str = ""):
+    """Call predicate until it returns something truthy, and return that; fail the test at the deadline.
+    The one way tests wait for something."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout} s waiting for {getattr(predicate, '__name__', 'a condition')}")
+            pytest.fail(f"gave up after {timeout} s waiting for {message or getattr(predicate, '__name__', 'a condition')}")
         time.sleep(interval)
 
 

@@ -19,27 +19,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator, TypeVar
 
 import pytest
+
+from tests.conftest import poll  # noqa: F401  (re-exported for the storage tests)
 
 T = TypeVar("T")
 SERVER_SETTINGS = ("fsync=off", "full_page_writes=off", "max_connections=200",
                    "shared_buffers=32MB")
-
-
-def poll(predicate: Callable[[], T], timeout: float, interval: float = 0.01, message: str = "") -> T:
-    """Call predicate until it returns something truthy, and return that; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout} s: {message or predicate}")
-        time.sleep(interval)
 
 
 def pg_bin_dir() -> Path | None:

@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.checkpoint import CheckpointError
@@ -31,7 +32,7 @@ STATUS = [  # most specific first
     (domain.InvalidInput, 422), (domain.NotFound, 404), (domain.Conflict, 409), (domain.QuotaExceeded, 409),
     (domain.Busy, 429), (domain.Unavailable, 503),
     (storage.NotFound, 404), (storage.QueueFull, 429), (storage.IntegrityFailure, 503), (storage.Conflict, 409),
-    (DataError, 422), (PrefixError, 422), (CheckpointError, 503),
+    (DataError, 422), (PrefixError, 422), (CheckpointError, 503), (DBAPIError, 503),
 ]
 
 
@@ -69,11 +70,19 @@ def explain(exc: Exception) -> tuple[int, str, list[dict] | None, dict | None]:
         return 422, exc.message, [{"field": exc.field, "message": exc.reason}], None
     if isinstance(exc, CheckpointError):  # the reason only: file paths stay inside
         message = f"a checkpoint cannot be used: {exc.reason}"
+    elif isinstance(exc, DBAPIError):  # its text holds the query and the server's address
+        message, exc.retry_after = "the database is unavailable; models already loaded are still served", 5
     else:
         message = str(exc)
     retry = getattr(exc, "retry_after", None) or (10 if isinstance(exc, storage.QueueFull) else None)
     headers = {"Retry-After": str(int(retry))} if retry and status in (429, 503) else None
     return status, message, None, headers
+
+
+def unreadable_json(cause: Exception) -> tuple[str, list[dict]]:
+    """What to say of a body Python's JSON parser gave up on (too deep, or a number too long to read)."""
+    why = "it is nested too deeply" if isinstance(cause, RecursionError) else clip(str(cause), 120)
+    return f"body: the body is not valid JSON: {why}", [{"field": "body", "message": f"not valid JSON: {why}"}]
 
 
 def validation_answer(errors: list[dict]) -> tuple[str, list[dict], int]:
@@ -122,7 +131,5 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         cause = exc.__cause__
         if exc.status_code == 400 and isinstance(cause, (RecursionError, ValueError)):  # the JSON parser gave up
-            why = "it is nested too deeply" if isinstance(cause, RecursionError) else clip(str(cause), 120)
-            return respond(request, 422, f"body: the body is not valid JSON: {why}",
-                           [{"field": "body", "message": f"not valid JSON: {why}"}])
+            return respond(request, 422, *unreadable_json(cause))
         return respond(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from .errors import error_body, explain, validation_answer
+from .errors import error_body, explain, unreadable_json, validation_answer
 from .routes.inference import topk_tokens
 from .schemas import PredictRequest
 
@@ -38,7 +38,7 @@ class FastInference:
         request_id = scope.get("state", {}).get("request_id")
         try:
             if route.path == "/predict":
-                body = PredictRequest.model_validate_json(await _body(receive))
+                body = PredictRequest.model_validate(_json(await _body(receive), scope["headers"]), from_attributes=True)
                 answer = await engine.predict(body.model, body.tokens, body.attention, body.field)
             else:
                 query = QueryParams(scope["query_string"])
@@ -50,6 +50,8 @@ class FastInference:
         except ValidationError as exc:
             message, fields, total = validation_answer(exc.errors())
             answer, status, headers = _error(request_id, 422, message, fields, None, total)
+        except UnreadableBody as exc:
+            answer, status, headers = _error(request_id, 422, exc.message, exc.fields, None)
         except Exception as exc:
             status, message, fields, extra = explain(exc)
             if status == 500:
@@ -58,6 +60,32 @@ class FastInference:
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(answer)).encode())]})
         await send({"type": "http.response.body", "body": answer})
+
+
+MISSING = ValidationError.from_exception_data("PredictRequest", [{"type": "missing", "loc": ("body",), "input": None}])
+
+
+def _json(raw: bytes, headers) -> object:
+    """The body as FastAPI reads it: JSON only under a JSON content type; otherwise the bytes themselves,
+    which the schema refuses (so a form or text/plain post is never read as JSON)."""
+    if not raw:
+        raise MISSING
+    kind = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()
+    if kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json")):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise UnreadableBody("body: the body is not valid JSON",
+                                 [{"field": "body", "message": "the body is not valid JSON"}]) from None
+        except (RecursionError, ValueError) as exc:  # too deep, or a number too long to read: as FastAPI says it
+            raise UnreadableBody(*unreadable_json(exc)) from None
+    return raw
+
+
+class UnreadableBody(Exception):
+    def __init__(self, message: str, fields: list[dict]):
+        super().__init__(message)
+        self.message, self.fields = message, fields
 
 
 async def _body(receive) -> bytes:

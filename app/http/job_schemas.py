@@ -1,4 +1,4 @@
-"""The POST /jobs body and its limits. Everything but the dataset has the seed's default."""
+"""The POST /jobs body: types and bounds. Fields left out take the model's defaults (the recipe's for training)."""
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union

@@ -72,6 +72,7 @@ class Engine:
         self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heavy-decode",
                                          initializer=lambda: torch.set_num_threads(threads))
         self._heavy_waiting = 0
+        self._inflight: dict[tuple, asyncio.Future] = {}  # cache misses being decoded, shared by their twins
 
     async def predict(self, model_id: str | None, prefix: list[int], attention: bool, field: str) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
@@ -94,7 +95,27 @@ class Engine:
         return await self._answer(key, loaded, plan.work)
 
     async def _answer(self, key: tuple, loaded: LoadedModel, work: int) -> bytes:
-        """Decode a cache miss: batched on the event loop when cheap, alone on the worker thread when dear."""
+        """Decode a cache miss, once however many requests ask for it at the same moment."""
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            body = await self._decode(key, loaded, work)
+            pending.set_result(body)
+            return body
+        except Exception as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: nobody else may be waiting
+            raise
+        except BaseException:  # cancelled (shutdown): the twins are cancelled too
+            pending.cancel()
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _decode(self, key: tuple, loaded: LoadedModel, work: int) -> bytes:
+        """Batched on the event loop when cheap, alone on the worker thread when dear."""
         if work <= self.inline_budget:
             body = await self.batcher.submit((loaded.id, key[1]), (loaded, key))
         else:

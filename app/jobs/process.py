@@ -35,7 +35,9 @@ def gate(run: RunSpec, spec, result) -> Gate:
     """Score the model that was active when the job started on this job's own held-out set."""
     new_score = result.metrics["accuracy"]
     if not run.compare_with:
-        return Gate(new_score, reason="no active model to compare with")
+        reason = "no active model to compare with" if run.compared_id is None else \
+            f"the active model {run.compared_id!r} could not be read"
+        return Gate(new_score, reason=reason)
     try:
         active = checkpoint.load(run.compare_with)
     except checkpoint.CheckpointError as exc:

@@ -80,8 +80,8 @@ class JobRunner:
     async def stop(self) -> None:
         """Hand running jobs back to the queue (their attempt is not counted) and stop their processes."""
         self._stopping = True
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        self.wake()
+        if self._loop_task is not None:  # let it finish what it does: a claim in flight becomes a running job
             await asyncio.gather(self._loop_task, return_exceptions=True)
         for task in list(self._running.values()):
             task.cancel()
@@ -97,7 +97,7 @@ class JobRunner:
 
     async def _schedule(self) -> None:
         next_sweep = 0.0
-        while True:
+        while not self._stopping:
             try:
                 if time.monotonic() >= next_sweep:  # anyone's expired leases, this runner's included
                     next_sweep = time.monotonic() + max(self.lease_s / 4, 0.5)
@@ -215,8 +215,10 @@ class JobRunner:
                 compare_with.write_bytes(blob)
                 checkpoint.manifest_path(compare_with).write_text(f"{storage.sha256_of(blob)}  {compare_with.name}\n")
                 files.append(compare_with)
-            except storage.StorageError:
-                compared_id, compare_with = None, None
+            except storage.NotFound:  # no model to compare with: nothing is active
+                compared_id = None
+            except storage.StorageError:  # there is one but it cannot be read: the gate says so, and refuses
+                compare_with = None
         spec = RunSpec(body=body, out=str(out), device=str(self.device.granted), threads=self.threads,
                        name=body.get("name"), compare_with=str(compare_with) if compare_with else None,
                        compared_id=compared_id, parent_pid=os.getpid())
@@ -235,8 +237,12 @@ class JobRunner:
                 _on_progress(live, message)
                 if time.monotonic() - last_flush > FLUSH_EVERY_S:
                     last_flush = time.monotonic()
-                    held = await asyncio.to_thread(self.store.jobs.update_progress, job_id, self.owner,
-                                                   dict(live["progress"]), list(live["history"]))
+                    try:
+                        held = await asyncio.to_thread(self.store.jobs.update_progress, job_id, self.owner,
+                                                       dict(live["progress"]), list(live["history"]))
+                    except Exception as exc:  # the database is away: keep training, the lease decides
+                        log.warning("job %s: progress not written (%s)", job_id, exc)
+                        continue
                     if not held:
                         live["lost"] = True
                         proc.kill()
@@ -282,10 +288,11 @@ class JobRunner:
             log.warning("job %s: lease lost before its model was registered; nothing was written", job_id)
             return
         except (storage.IntegrityFailure, storage.Conflict, checkpoint.CheckpointError) as exc:
-            await self._end(job_id, "failed", live, {"error": f"the trained checkpoint was not registered: {exc}"[:500]})
+            reason = exc.reason if isinstance(exc, checkpoint.CheckpointError) else str(exc)  # never a path
+            await self._end(job_id, "failed", live, {"error": f"the trained checkpoint was not registered: {reason}"[:500]})
             return
-        if version is not None and self.on_activated is not None:
-            self.on_activated(model_id, version)
+        if version is not None and self.on_activated is not None:  # loading a model: off the event loop
+            await asyncio.to_thread(self.on_activated, model_id, version)
         log.info("job %s succeeded: model %s (%s)", job_id, model_id, reason)
 
     def _register(self, job_id: str, model_id: str, out: Path, activate: bool, fields: dict) -> int | None:

@@ -132,13 +132,15 @@ class Registry:
                     return self._loaded[model_id]
             try:
                 ckpt = self._read(model_id)
-            finally:
+                model = self._to_device(ckpt.model)
+            except BaseException:
                 with self._lock:
                     self._loading.pop(model_id, None)
-            model = self._to_device(ckpt.model)
+                raise
             loaded = LoadedModel(model_id, model, ckpt.config, next(model.parameters()).device)
             with self._lock:
                 self._loaded[model_id] = loaded
+                self._loading.pop(model_id, None)  # only now: a waiter finds the model, not a fresh gate
                 while len(self._loaded) > self.keep_loaded:
                     oldest = next(iter(self._loaded))
                     if self.active is not None and oldest == self.active.id:
@@ -187,11 +189,11 @@ class Registry:
         """Serve what the pointer says (at start, and whenever any process moves it): load, then swap."""
         model_id = model_id or self.default_model
         with self._swap:
-            if version <= self.active_version and self.active is not None and self.active.id == model_id:
-                return
+            if self.active is not None and version <= self.active_version:
+                return  # already serving this version or a newer one: a late caller must not move us back
             try:
                 loaded = self._load(model_id)
-            except (NotFound, Unavailable, storage.StorageError) as exc:
+            except (NotFound, Unavailable, storage.NotFound, storage.IntegrityFailure) as exc:  # will not mend
                 self.active_error = f"active model {model_id!r} could not be loaded: {exc}"
                 log.error(self.active_error)  # keep serving the model already held, if any
                 return

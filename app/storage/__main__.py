@@ -1,7 +1,8 @@
-"""`python -m app.storage migrate [--url URL] [--legacy-data-dir DIR]`: migrate a database and say what was done.
+"""`python -m app.storage migrate --url URL [--legacy-data-dir DIR]`: migrate a database and say what was done.
 
-The URL defaults to $SEQ2SEQ_DATABASE_URL, else the SQLite file in $SEQ2SEQ_DATA_DIR (./data). The service's
-own `python -m app migrate` is the lead's to wire; this is the same call without the service's settings.
+The same call as the service's `python -m app migrate`, which takes the URL from its settings; this one takes
+it explicitly and imports nothing of the service (no settings, no HTTP, no torch), for tools and images that
+only need the schema.
 """
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 
-from .engine import default_url, make_engine
+from .engine import make_engine
 from .migrate import migrate
 
 
@@ -20,8 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.storage")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("migrate", help="bring the database to the current schema; import legacy data once")
-    run.add_argument("--url", default=os.environ.get("SEQ2SEQ_DATABASE_URL")
-                     or default_url(os.environ.get("SEQ2SEQ_DATA_DIR", "data")))
+    run.add_argument("--url", required=True, help="sqlite:///PATH or postgresql://user:pass@host:port/db")
     run.add_argument("--legacy-data-dir", default=None,
                      help="the previous version's DATA_DIR, when the target is not the SQLite file inside it")
     args = parser.parse_args(argv)

@@ -72,12 +72,13 @@ class ActiveWatcher:
     def _seen(self, model_id: str | None, version: int, fire: bool = True) -> None:
         if self.last is not None and self.last[1] == version:
             return
-        self.last = (model_id, version)
         if fire:
             try:
                 self.callback(model_id, version)
-            except Exception:  # the watcher outlives a failing callback
+            except Exception:  # the watcher outlives a failing callback, and tries again at the next look
                 log.exception("active-model callback failed for %s (version %d)", model_id, version)
+                return
+        self.last = (model_id, version)
 
     def _check(self) -> None:
         self._seen(*self._read_engine())

@@ -92,6 +92,12 @@ def test_activate_and_delete_storms_from_both_instances_leave_a_consistent_regis
     broken = []
 
     def storm(srv, seed):
+        try:
+            _storm(srv, seed)
+        except Exception as exc:  # a thread that dies must fail the test, not end quietly
+            broken.append(repr(exc))
+
+    def _storm(srv, seed):
         r = random.Random(seed)
         with srv.client() as c:
             for _ in range(30):

@@ -24,14 +24,28 @@ def _database_state(engine) -> str:
         return f"unavailable ({type(exc).__name__})"
 
 
+PROBE_EVERY_S = 1.0
+
+
+async def _database(state) -> str:
+    """The database's state, probed at most once a second by one thread however often /readyz is asked:
+    a flood of probes while the database is away must not fill the thread pool."""
+    loop = asyncio.get_running_loop()
+    probe = getattr(state, "db_probe", None)
+    if probe is None or (probe.done() and loop.time() - state.db_probe_at > PROBE_EVERY_S):
+        probe = state.db_probe = asyncio.ensure_future(asyncio.to_thread(_database_state, state.storage.engine))
+        state.db_probe_at = loop.time()
+    try:
+        return await asyncio.wait_for(asyncio.shield(probe), 2.0)
+    except asyncio.TimeoutError:
+        return "unavailable (timeout)"
+
+
 @router.get("/readyz", summary="200 while a model is loaded (even if the database is away); 503 with the reason otherwise")
 async def readyz(request: Request):
     state = request.app.state
     active = state.registry.active
-    try:
-        database = await asyncio.wait_for(asyncio.to_thread(_database_state, state.storage.engine), 2.0)
-    except asyncio.TimeoutError:
-        database = "unavailable (timeout)"
+    database = await _database(state)
     if active is None:
         return JSONResponse({"status": "unavailable", "reason": state.registry.active_error or "starting",
                              "database": database}, status_code=503)
