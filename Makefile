@@ -59,8 +59,11 @@ migrate: install
 train-default: install
 	$(BIN)/python -m model train --data weights/corpus.json --attention --seed 0 --name default --out weights/default.pt
 
-bench: install
-	cd bench && for b in train_speed decode_speed load cold_start job_latency; do ../$(BIN)/python $$b.py || exit 1; done
+# Each writes bench/results/NAME.json with the machine. torchserve and cluster also build TorchServe's own
+# virtual environment (TS_VENV, default /tmp/ts-venv); cluster needs Debian's nginx (make nginx).
+BENCHES ?= train_speed calibration decode_speed load batch hostile cold_start job_latency propagation torchserve cluster
+bench: install nginx
+	cd bench && for b in $(BENCHES); do ../$(BIN)/python $$b.py || exit 1; done
 
 screenshots: install browser
 	$(BIN)/python docs/screenshots.py
