@@ -163,8 +163,8 @@ def test_a_database_restart_is_survived_without_restarting_anything(make_server,
     try:
         with api.client() as c:
             assert c.post("/predict", json={"start": 7}).json()["model"] == "default"  # the model it holds
-            ready = c.get("/readyz").json()
-            assert ready["status"] == "ready" and ready["database"].startswith("unavailable")
+            ready = poll(lambda: (r := c.get("/readyz").json())["database"].startswith("unavailable") and r, 10)
+            assert ready["status"] == "ready" and ready["model"] == "default"
     finally:
         postgres_server.start()
     with api.client() as c:

@@ -64,7 +64,8 @@ def test_concurrent_requests_get_the_answers_they_get_alone(make_server):
 
     batches, singles = series("seq2seq_batch_size_count"), series('seq2seq_batch_size_bucket{le="1.0"}')
     alone = series("seq2seq_decoded_alone_total")  # the costly ones (exact top-k of a start digit) run alone
-    assert series("seq2seq_batch_size_sum") + alone == 300 and singles < batches  # some were decoded together
+    # identical requests in flight together are decoded once, so at most 300 decodings, some of them together
+    assert 0 < series("seq2seq_batch_size_sum") + alone <= 300 and singles < batches
     with srv.client() as c:
         alone = [c.request(m, p, **kw).json() for m, p, kw in requests]
     for i, (a, b) in enumerate(zip(together, alone)):
