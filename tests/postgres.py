@@ -16,7 +16,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Iterator, TypeVar
 
 import pytest
 
-from tests.conftest import poll  # noqa: F401  (re-exported for the storage tests)
+from tests.conftest import free_port, poll  # noqa: F401  (poll: re-exported for the storage tests)
 
 T = TypeVar("T")
 SERVER_SETTINGS = ("fsync=off", "full_page_writes=off", "max_connections=200",
@@ -40,12 +39,6 @@ def pg_bin_dir() -> Path | None:
         return Path(found[-1]).parent
     on_path = shutil.which("pg_ctl")
     return Path(on_path).parent if on_path else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:

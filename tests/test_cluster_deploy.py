@@ -13,11 +13,12 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import free_port, poll
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -385,17 +386,11 @@ NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @needs_nginx
 def test_nginx_conf_passes_nginx_t_with_local_upstreams(tmp_path):
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf.render([f"127.0.0.1:{p}" for p in ports], f"127.0.0.1:{_free_port()}", tmp_path))
+    conf.write_text(render_nginx_conf.render([f"127.0.0.1:{p}" for p in ports], f"127.0.0.1:{free_port()}", tmp_path))
     proc = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
                           capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr
@@ -446,21 +441,21 @@ class _Replica(http.server.ThreadingHTTPServer):
 @pytest.fixture
 def balancer(tmp_path):
     replicas = [_Replica("dropper", drop=True), _Replica("healthy")]
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(render_nginx_conf.render([r.address for r in replicas], f"127.0.0.1:{port}", tmp_path))
     proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def listening() -> bool:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "nginx did not start listening"
-                time.sleep(0.05)
+        poll(listening, 10, message="nginx listening")
         yield port, replicas
     finally:
         proc.terminate()
