@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from ..errors import NotFound, Unavailable
 
 log = logging.getLogger("seq2seq.registry")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RECHECK_S = 1.0  # how stale a process's belief that a named model still exists may be
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Registry:
         self._loading: dict[str, threading.Lock] = {}  # one load per model at a time; others wait for it
         self._swap = threading.Lock()  # activations and the watcher's swaps, one at a time
         self.on_forget: list[Callable[[str], None]] = []  # told when a model id goes away
+        self._confirmed: dict[str, float] = {}  # when each loaded model's row was last seen
 
     # -- discovery -------------------------------------------------------------------------------------
     def sync_shipped(self) -> None:
@@ -182,8 +185,23 @@ class Registry:
         with self._lock:
             loaded = self._loaded.get(model_id)
         if loaded is not None:
+            if time.monotonic() - self._confirmed.get(model_id, 0.0) > RECHECK_S:
+                await asyncio.to_thread(self._confirm, model_id)
             return loaded
-        return await asyncio.to_thread(self._load, model_id)
+        loaded = await asyncio.to_thread(self._load, model_id)
+        self._confirmed[model_id] = time.monotonic()
+        return loaded
+
+    def _confirm(self, model_id: str) -> None:
+        """A model named by requests may have been deleted by another process: look at its row now and then,
+        and forget it (memory and cached answers) once it is gone."""
+        try:
+            self.store.get(model_id)
+        except storage.NotFound:
+            self._confirmed.pop(model_id, None)
+            self.forget(model_id)
+            raise
+        self._confirmed[model_id] = time.monotonic()
 
     def follow(self, model_id: str | None, version: int) -> None:
         """Serve what the pointer says (at start, and whenever any process moves it): load, then swap."""

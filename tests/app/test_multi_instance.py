@@ -203,3 +203,14 @@ def test_python_m_app_migrate_runs_the_migrations_alone_once(tmp_path):
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
     assert "applied=['0001']" in runs[0].stdout and "applied=[]" in runs[1].stdout
     assert storage.open_storage(f"sqlite:///{tmp_path / 'data' / 'seq2seq.db'}", run_migrations=False).models.list() == []
+
+
+def test_a_model_deleted_on_one_instance_stops_being_served_by_the_other(pair, database_url):
+    a, b = pair
+    _register_copies(database_url, ["gone"])
+    assert httpx.post(f"{b.url}/predict", json={"start": 7, "model": "gone"}).json()["model"] == "gone"  # loaded
+    assert httpx.get(f"{b.url}/topk", params={"start": 7, "model": "gone"}).status_code == 200  # and cached
+    with a.client() as c:
+        assert c.delete("/models/gone").status_code == 204
+    poll(lambda: httpx.post(f"{b.url}/predict", json={"start": 7, "model": "gone"}).status_code == 404, 5)
+    assert httpx.get(f"{b.url}/topk", params={"start": 7, "model": "gone"}).status_code == 404
