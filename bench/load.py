@@ -68,11 +68,14 @@ end
 
 
 def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
+    """One wrk run: req/s, p50 and p99, the requests, and the errors (non-2xx and socket errors, also apart)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
-                         capture_output=True, text=True, check=True).stdout
-    os.unlink(f.name)
+    try:
+        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+                             capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def ms(label: str) -> float:
@@ -83,8 +86,10 @@ def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
-    return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"), "errors": errors, "requests": total}
+    non_2xx = int(non2xx.group(1)) if non2xx else 0
+    sockets = sum(map(int, socket_errors.groups())) if socket_errors else 0
+    return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"), "errors": non_2xx + sockets, "requests": total,
+            "non_2xx": non_2xx, "socket_errors": sockets}
 
 
 def metric(text: str, name: str, labels: str) -> float:

@@ -34,6 +34,7 @@ import httpx
 import torch
 from common import ROOT, median, wait_ready, write
 from load import free_port, lua_script, requests_for
+from load import run_wrk as wrk
 
 TS_VENV = Path(os.environ.get("TS_VENV", "/tmp/ts-venv"))
 MODEL = "seq2seq"
@@ -130,28 +131,6 @@ def ours(name: str, workers: int, work: Path) -> Server:
            "SEQ2SEQ_API_KEY": "bench", "SEQ2SEQ_WORKERS": str(workers), "SEQ2SEQ_DATA_DIR": str(work / name),
            "PYTHONPATH": str(ROOT)}
     return Server(name, [sys.executable, "-m", "app"], env, work, f"http://127.0.0.1:{port}", "/predict")
-
-
-def wrk(url: str, script: str, seconds: int, connections: int) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
-    try:
-        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
-                             capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(f.name)
-
-    def ms(label: str) -> float:
-        m = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": ms("50"),
-            "p99_ms": ms("99"), "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(map(int, sock.groups())) if sock else 0}
 
 
 def profile(server: Server, items: list[str], args) -> dict:
