@@ -11,7 +11,7 @@ import io
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -85,7 +85,7 @@ def save(path: Path | str, model: Seq2Seq, metrics: dict, train_config: dict | N
         "data": dict(data or {}),
         "history": list(history or []),
         "name": name,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)

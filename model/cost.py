@@ -13,8 +13,8 @@ stays under DECODER_CALL_BYTES and DECODER_CALL_WORK.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .config import ModelConfig
 

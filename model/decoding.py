@@ -218,7 +218,7 @@ def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, c
     Each call takes whole prefixes' rows when they fit, else part of one prefix's rows, with the memory of
     just those prefixes, shared by broadcasting."""
     R = tokens.size(0)
-    if R <= chunk:
+    if chunk >= R:
         logits, state, _ = model.decoder.step(tokens, state, memory)
         return logits, state
     if memory is None:
@@ -226,7 +226,7 @@ def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, c
     else:
         B = memory.outputs.size(0)
         N = R // B
-        if N <= chunk:
+        if chunk >= N:
             per = chunk // N
             spans = [(b * N, min(b + per, B) * N, memory.slice(b, min(b + per, B))) for b in range(0, B, per)]
         else:

@@ -32,7 +32,7 @@ class EvalSet:
     def __len__(self) -> int:
         return self.src.size(0)
 
-    def head(self, n: int) -> "EvalSet":
+    def head(self, n: int) -> EvalSet:
         """The first n items: a cheap screen before the full evaluation."""
         if n >= len(self):
             return self

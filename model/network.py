@@ -32,7 +32,7 @@ class Memory(NamedTuple):
     keys: Tensor  # (batch, src_len, hidden): the encoder half of attention's first Linear, plus its bias
     mask: Tensor | None  # (batch, src_len) True where a position is padding
 
-    def slice(self, start: int, stop: int) -> "Memory":
+    def slice(self, start: int, stop: int) -> Memory:
         mask = None if self.mask is None else self.mask[start:stop]
         return Memory(self.outputs[start:stop], self.keys[start:stop], mask)
 

@@ -11,6 +11,7 @@ so `restart()` keeps them). It is stopped with `pg_ctl stop -m immediate` and re
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -18,8 +19,9 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -67,7 +69,7 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr or done.stdout}\n{log}")
         return done
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if not self.data.exists():
             self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8",
                       "--auth-local=trust", "--auth-host=trust", "--no-sync", "--no-instructions")
@@ -105,10 +107,8 @@ class PostgresServer:
         self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def cleanup(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):  # already stopped
             self.stop()
-        except (RuntimeError, subprocess.TimeoutExpired):
-            pass  # already stopped
         shutil.rmtree(self.root, ignore_errors=True)
 
 

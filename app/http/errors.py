@@ -107,7 +107,7 @@ def _field_name(loc: tuple) -> str:
     """('body', 'dataset', 'corpus', 'sequences', 0, 4) -> 'dataset.sequences[0][4]'."""
     name, previous = "", None
     for part in loc:
-        if part in ("body", "query", "path") and not name or (previous, part) in UNION_TAGS:
+        if (part in ("body", "query", "path") and not name) or (previous, part) in UNION_TAGS:
             continue
         name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
         previous = part

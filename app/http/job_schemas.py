@@ -1,7 +1,7 @@
 """The POST /jobs body: types and bounds. Fields left out take the model's defaults (the recipe's for training)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -61,7 +61,7 @@ def _dataset_kind(data) -> str | None:
 
 
 # Told apart by their key, so an error speaks of the dataset that was sent rather than of both kinds.
-Dataset = Annotated[Union[Annotated[Corpus, Tag("corpus")], Annotated[RandomData, Tag("random")]],
+Dataset = Annotated[Annotated[Corpus, Tag("corpus")] | Annotated[RandomData, Tag("random")],
                     Discriminator(_dataset_kind, custom_error_type="dataset_kind",
                                   custom_error_message='dataset must be {"sequences": [[...], ...]} or {"generator": "random"}')]
 

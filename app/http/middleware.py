@@ -54,7 +54,7 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode("latin-1"))]
+                message["headers"] = [*list(message["headers"]), (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         try:

@@ -6,9 +6,11 @@ follows the load and throughput grows with it. A lone request waits at most `max
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -90,9 +92,7 @@ class Batcher:
         while self._busy or (self._queue is not None and not self._queue.empty()):
             await asyncio.sleep(0.01)
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         if self._executor is not None:
             self._executor.shutdown(wait=True)

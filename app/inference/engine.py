@@ -181,7 +181,7 @@ class Engine:
         future = asyncio.get_running_loop().run_in_executor(self._heavy, decode, loaded, keys, prefixes)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             future.cancel()  # never starts if still queued; one already running finishes within its budget
             raise Unavailable(f"decoding on model {loaded.id!r} did not finish within {self.timeout_s:g} s; "
                               "the service is busy with costly requests", retry_after=5) from None

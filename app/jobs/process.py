@@ -8,6 +8,7 @@ protocol, never FastAPI or the database.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -64,10 +65,8 @@ def lower_priority() -> None:
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        try:
+        with contextlib.suppress(OSError):
             os.nice(19)
-        except OSError:
-            pass
 
 
 def warm_up() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Union
 
 
 class ProtocolError(ValueError):
@@ -30,7 +29,7 @@ class RunSpec:
         return json.dumps(asdict(self))
 
     @classmethod
-    def loads(cls, text: str) -> "RunSpec":
+    def loads(cls, text: str) -> RunSpec:
         return cls(**json.loads(text))
 
 
@@ -62,7 +61,7 @@ class Result:
     gate: Gate | None = None
 
 
-Message = Union[Progress, Result]
+Message = Progress | Result
 KINDS = {"progress": Progress, "result": Result}
 
 

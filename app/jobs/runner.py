@@ -14,6 +14,7 @@ transaction that ends the job and, by the job's policy, activates it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -22,8 +23,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from model import checkpoint
 from model.training import record_point
@@ -115,10 +116,8 @@ class JobRunner:
                 raise
             except Exception as exc:  # the database is away: keep what runs, try again shortly
                 log.warning("job runner cannot reach the database (%s); retrying", exc)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self.lease_s / 4))
-            except asyncio.TimeoutError:
-                pass
             self._wake.clear()
 
     # -- the training process --------------------------------------------------------------------------
@@ -268,7 +267,7 @@ class JobRunner:
                     proc.send_signal(signal.SIGTERM)
                     try:
                         await asyncio.wait_for(proc.wait(), CANCEL_GRACE_S)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         proc.kill()
             except (storage.StorageError, OSError) as exc:
                 log.warning("job %s: %s", job_id, exc)

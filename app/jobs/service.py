@@ -3,9 +3,10 @@ progress and history are database rows, so any replica answers for any job, wher
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from model.config import TrainConfig
 from model.data import corpus_hash
@@ -17,7 +18,7 @@ from ..settings import Settings
 from .runner import JobRunner
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-STATUSES = ("queued", "running") + TERMINAL
+STATUSES = ("queued", "running", *TERMINAL)
 SHOWN = ("id", "status", "progress", "history", "created_at", "started_at", "finished_at", "error", "model_id",
          "activated", "activation_reason", "attempt", "max_attempts", "config")
 
@@ -63,10 +64,8 @@ class JobService:
     async def wait_for_change(self, timeout: float) -> None:
         """Until this process sees a change, or `timeout`: a job on another replica changes only in the database."""
         async with self._changed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
 
     def wake(self) -> None:
         """A job was queued: this process's runner looks now (others look within a second)."""
@@ -95,7 +94,7 @@ class JobService:
             raise InvalidInput("training", str(exc)) from None
         self._check_size(body, training)
         self._check_quotas()
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         suffix = secrets.token_hex(3)
         steps = training.steps
         job = {"id": f"job-{stamp}-{suffix}", "model_id": f"m-{stamp}-{suffix}", "config": summarize(body),

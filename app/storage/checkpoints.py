@@ -26,7 +26,7 @@ def check_sha256(blob: bytes, expected: str, what: str) -> None:
                                "(the bytes are corrupt, truncated or were modified)")
 
 
-def load_checkpoint(blob: bytes, device: str = "cpu", name: str = "checkpoint.pt") -> "Checkpoint":
+def load_checkpoint(blob: bytes, device: str = "cpu", name: str = "checkpoint.pt") -> Checkpoint:
     """Build the model from stored bytes. model.checkpoint loads files only, so the bytes go through a private
     temporary file with its manifest; the checks (hash, weights_only, format version, shapes) are exactly its own."""
     from model import checkpoint

@@ -6,7 +6,7 @@ clock_timestamp(); for SQLite, which is one machine, that machine's clock). Ever
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -15,18 +15,18 @@ from sqlalchemy.engine import Connection
 def iso(dt: datetime) -> str:
     if dt.tzinfo is None:
         raise ValueError("naive datetime: pass a timezone-aware one")
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def parse(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def db_now(conn: Connection) -> datetime:
     if conn.dialect.name == "postgresql":
-        return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().astimezone(timezone.utc)
+        return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().astimezone(UTC)
     text = conn.execute(sa.text("SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now')")).scalar_one()
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def after(now: datetime, seconds: float) -> str:

@@ -9,8 +9,8 @@ other processes hear of it only once it is committed (see watcher.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine

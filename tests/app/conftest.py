@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,10 +25,8 @@ def make_client(tmp_path):
 
     yield make
     for c in clients:
-        try:
+        with contextlib.suppress(RuntimeError):  # a test closed it already
             c.__exit__(None, None, None)
-        except RuntimeError:  # a test closed it already
-            pass
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def test_random_methods_and_paths_cannot_grow_the_metrics(server):
         lines()  # /metrics counts itself too
         before = lines()
         methods = []
-        for i in range(60):
+        for _i in range(60):
             method = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(6))
             methods.append(method)
             r = c.request(method, f"/{rng.randrange(10**9)}")

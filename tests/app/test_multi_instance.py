@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -101,7 +102,7 @@ def test_activate_and_delete_storms_from_both_instances_leave_a_consistent_regis
         r = random.Random(seed)
         with srv.client() as c:
             for _ in range(30):
-                target = r.choice(trained + ["default", "alt"])
+                target = r.choice([*trained, "default", "alt"])
                 if r.random() < 0.5:
                     status = c.post(f"/models/{target}/activate").status_code
                     ok = {200, 404}
@@ -175,10 +176,10 @@ def _children(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid and b"multiprocessing" in open(f"/proc/{entry}/cmdline", "rb").read():
+            if int(fields[1]) == pid and b"multiprocessing" in Path(f"/proc/{entry}/cmdline").read_bytes():
                 found.append(int(entry))
     return found
 

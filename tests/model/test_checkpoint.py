@@ -58,7 +58,7 @@ def test_a_truncated_file_is_refused(saved):
 def test_a_missing_manifest_is_refused(saved):
     _, path = saved
     path.with_name("m.pt.sha256").unlink()
-    with pytest.raises(CheckpointError, match="manifest m.pt.sha256 is missing"):
+    with pytest.raises(CheckpointError, match=r"manifest m\.pt\.sha256 is missing"):
         checkpoint.load(path)
 
 
@@ -115,5 +115,5 @@ def test_loading_never_executes_code(saved):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    with pytest.raises(CheckpointError, match="nothing.pt: cannot be read"):
+    with pytest.raises(CheckpointError, match=r"nothing\.pt: cannot be read"):
         checkpoint.load(tmp_path / "nothing.pt")

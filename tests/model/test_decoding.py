@@ -133,9 +133,9 @@ def test_a_bad_prefix_anywhere_in_a_large_batch_is_named_like_a_lone_one():
     for bad, message in (([1, 4], "token 4 is outside the vocabulary 0..3"), ([-1], "token -1 is outside"),
                          ([], "1 to 4 tokens"), ([1, 2, 3, 0, 1], "1 to 4 tokens")):
         with pytest.raises(decoding.PrefixError, match=message):
-            decoding.greedy(model, good[:500] + [bad] + good[500:])
+            decoding.greedy(model, [*good[:500], bad, *good[500:]])
         with pytest.raises(decoding.PrefixError, match=message):
-            decoding.topk(model, good + [bad], 2)
+            decoding.topk(model, [*good, bad], 2)
     with pytest.raises(decoding.PrefixError, match="integers"):
         decoding.greedy(model, [[1, 2.5]])
     assert decoding.greedy(model, []) == [] and decoding.topk(model, [], 3) == []

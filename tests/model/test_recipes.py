@@ -1,6 +1,7 @@
 """Training recipes: the product's defaults, the seed's preset, explicit fields over either, Adam as torch's."""
 import importlib.util
 import inspect
+import itertools
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_the_learning_rate_falls_to_almost_zero_over_the_decay_fraction():
     cfg = TrainConfig(steps=100, learning_rate=0.02, lr_decay=0.5)
     rates = [cfg.learning_rate_at(s) for s in range(1, 101)]
     assert rates[:50] == [0.02] * 50
-    assert all(a > b for a, b in zip(rates[50:], rates[51:]))
+    assert all(a > b for a, b in itertools.pairwise(rates))
     assert 0 < rates[-1] < 0.001
 
 
