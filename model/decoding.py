@@ -17,6 +17,7 @@ import gc
 from array import array
 from functools import partial
 from itertools import chain, repeat
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -33,11 +34,12 @@ from .cost import (
     known_tokens,
     topk_plan,
 )
+from .config import ModelConfig
 from .network import Memory, Seq2Seq, State
 
 __all__ = ["EXACT_LIMIT", "TOPK_WORK_BUDGET", "Candidate", "Cost", "Decoded", "Plan", "PrefixError", "check_batch",
-           "check_prefix", "greedy", "greedy_cost", "greedy_tensor", "known_tokens", "pad_prefixes", "score", "topk",
-           "topk_plan"]
+           "check_prefix", "first_error", "greedy", "greedy_cost", "greedy_tensor", "greedy_unchecked", "known_tokens",
+           "pad_prefixes", "prefix_error", "score", "topk", "topk_plan", "topk_unchecked"]
 
 
 class PrefixError(ValueError):
@@ -76,13 +78,23 @@ class _NoGC:
             gc.enable()
 
 
+def prefix_error(prefix: Sequence[int], config: ModelConfig) -> str | None:
+    """Why `config`'s model cannot decode this prefix, or None: the one rule every caller applies."""
+    if not 1 <= len(prefix) <= config.seq_length:
+        return f"must have 1 to {config.seq_length} tokens, got {len(prefix)}"
+    for i, tok in enumerate(prefix):
+        where = f" (position {i})" if len(prefix) > 1 else ""
+        if type(tok) is not int:
+            return f"tokens must be integers; got {str(tok)[:20]!r}{where}"
+        if not 0 <= tok < config.vocab_size:
+            return f"token {tok} is outside the vocabulary 0..{config.vocab_size - 1}{where}"
+    return None
+
+
 def check_prefix(prefix: list[int], model: Seq2Seq) -> None:
-    cfg = model.config
-    if not 1 <= len(prefix) <= cfg.seq_length:
-        raise PrefixError(f"prefix must have 1 to {cfg.seq_length} tokens, got {len(prefix)}")
-    for tok in prefix:
-        if not 0 <= tok < cfg.vocab_size:
-            raise PrefixError(f"token {tok} is outside the vocabulary 0..{cfg.vocab_size - 1}")
+    problem = prefix_error(prefix, model.config)
+    if problem is not None:
+        raise PrefixError(problem)
 
 
 def _stack(prefixes) -> tuple[Tensor, Tensor]:
@@ -104,26 +116,33 @@ def pad_prefixes(prefixes, device: torch.device | str = "cpu") -> tuple[Tensor, 
     return src.to(device), lengths
 
 
-def check_batch(prefixes: list[list[int]], model: Seq2Seq) -> tuple[Tensor, Tensor]:
-    """Check a whole batch with tensor operations; return it padded (on the CPU) with its lengths.
-
-    A bad batch raises PrefixError with check_prefix's message for its first bad prefix, so one prefix and
-    65,536 are refused alike."""
-    cfg = model.config
+def first_error(prefixes: list[list[int]], config: ModelConfig) -> tuple[int, str] | None:
+    """(index, reason) of the first prefix the model cannot decode, or None, found with tensor operations so
+    that one prefix and 65,536 cost alike; the reason is prefix_error's."""
     sizes = list(map(len, prefixes))
-    if min(sizes) < 1 or max(sizes) > cfg.seq_length:
-        for p in prefixes:
-            check_prefix(p, model)
-    try:
-        src, lengths = _stack(prefixes)
-    except (TypeError, OverflowError) as exc:
-        for p in prefixes:
-            check_prefix(p, model)
-        raise PrefixError(f"tokens must be integers ({exc})") from exc
-    bad = (src < 0) | (src >= cfg.vocab_size)
-    if bool(bad.any()):
-        check_prefix(prefixes[int(bad.any(1).nonzero()[0, 0])], model)
-    return src, lengths
+    suspects: Iterable[int] = range(len(prefixes))
+    if min(sizes) >= 1 and max(sizes) <= config.seq_length:
+        try:
+            src, _ = _stack(prefixes)
+        except (TypeError, OverflowError):
+            pass  # not all integers: look at each
+        else:
+            bad = ((src < 0) | (src >= config.vocab_size)).any(1)
+            if not bool(bad.any()):
+                return None
+            suspects = bad.nonzero().squeeze(1).tolist()
+    for i in suspects:
+        problem = prefix_error(prefixes[i], config)
+        if problem is not None:
+            return i, problem
+    return None
+
+
+def check_batch(prefixes: list[list[int]], model: Seq2Seq) -> None:
+    """Raise PrefixError, as check_prefix words it, for a batch's first bad prefix."""
+    found = first_error(prefixes, model.config)
+    if found is not None:
+        raise PrefixError(found[1])
 
 
 def _device(model: Seq2Seq) -> torch.device:
@@ -175,13 +194,22 @@ def _greedy(model: Seq2Seq, src: Tensor, lengths: Tensor | None, known: Tensor,
 
 
 def greedy(model: Seq2Seq, prefixes: list[list[int]], want_attention: bool = False) -> list[Decoded]:
-    """The most likely next token at each step, for many prefixes of any lengths at once.
+    """The most likely next token at each step, for many prefixes of any lengths at once (PrefixError for a
+    prefix the model cannot decode).
 
-    The batch is checked, decoded and turned into results with a few whole-tensor operations and .tolist()
-    calls (one per group of prefixes sharing a length), so Python work per prefix is one object."""
+    The batch is decoded and turned into results with a few whole-tensor operations and .tolist() calls (one
+    per group of prefixes sharing a length), so Python work per prefix is one object."""
     if not prefixes:
         return []
-    src, lengths = check_batch(prefixes, model)
+    check_batch(prefixes, model)
+    return greedy_unchecked(model, prefixes, want_attention)
+
+
+def greedy_unchecked(model: Seq2Seq, prefixes: list[list[int]], want_attention: bool = False) -> list[Decoded]:
+    """greedy() for prefixes already checked (prefix_error, first_error): the service checks at its edge, once."""
+    if not prefixes:
+        return []
+    src, lengths = _stack(prefixes)
     L = model.config.seq_length
     known = torch.where(lengths < L, lengths, 1)
     uniform = bool((lengths == src.size(1)).all())
@@ -288,7 +316,17 @@ def topk(model: Seq2Seq, prefixes: list[list[int]], k: int, beam_width: int | No
         raise PrefixError(f"k must be at least 1, got {k}")
     if not prefixes:
         return []
-    src, lengths = check_batch(prefixes, model)
+    check_batch(prefixes, model)
+    return topk_unchecked(model, prefixes, k, beam_width, exact_limit, budget, chunk)
+
+
+def topk_unchecked(model: Seq2Seq, prefixes: list[list[int]], k: int, beam_width: int | None = None,
+                   exact_limit: int = EXACT_LIMIT, budget: int = TOPK_WORK_BUDGET,
+                   chunk: int | None = None) -> list[list[Candidate]]:
+    """topk() for prefixes already checked, and k >= 1."""
+    if not prefixes:
+        return []
+    src, lengths = _stack(prefixes)
     L = model.config.seq_length
     device = _device(model)
     results: list[list[Candidate] | None] = [None] * len(prefixes)
