@@ -1,9 +1,9 @@
-"""Cluster deployment files: Kubernetes manifests against the Kubernetes schemas, the cluster compose files
-against the same settings, and deploy/nginx.conf against the real nginx (syntax, then retry behaviour with
-two fake replicas). No Docker, no cluster; a few seconds."""
+"""Cluster deployment files: Kubernetes manifests, as `kubectl kustomize` renders them, against the Kubernetes
+schemas, the cluster compose files against the same settings, and deploy/nginx.conf against the real nginx
+(syntax, then retry behaviour with two fake replicas). No Docker, no cluster; a few seconds."""
 from __future__ import annotations
 
-import copy
+import functools
 import http.client
 import http.server
 import importlib.util
@@ -33,64 +33,33 @@ _spec.loader.exec_module(render_nginx_conf)
 
 # --- Kubernetes -----------------------------------------------------------------------------------------------
 
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(
+    KUBECTL is None, reason="no kubectl on PATH: deploy/k8s is rendered with `kubectl kustomize` (kustomize built in)")
+# The base and every overlay: whatever `kubectl apply -k DIR` accepts must render and validate.
+KUSTOMIZATIONS = sorted(path.parent for path in K8S.rglob("kustomization.yaml"))
+
+
 def _docs(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def _merge(base, patch):
-    """Strategic merge as kustomize does it for these manifests: maps recursively, lists of maps by their
-    `name` (containers, env, volumes) or `key` (tolerations); anything else is replaced."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        merged = dict(base)
-        for key, value in patch.items():
-            merged[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
-        return merged
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) for i in base + patch):
-        for merge_key in ("name", "key"):
-            if all(merge_key in item for item in base + patch):
-                merged = [copy.deepcopy(item) for item in base]
-                for item in patch:
-                    at = next((i for i, old in enumerate(merged) if old[merge_key] == item[merge_key]), None)
-                    if at is None:
-                        merged.append(copy.deepcopy(item))
-                    else:
-                        merged[at] = _merge(merged[at], item)
-                return merged
-    return copy.deepcopy(patch)
+@functools.cache
+def kustomize(directory: Path) -> list[dict]:
+    """What `kubectl apply -k directory` would send; cached, so callers must not change the documents."""
+    run = subprocess.run([KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, f"kubectl kustomize {directory.relative_to(ROOT)}: {run.stderr}"
+    return [doc for doc in yaml.safe_load_all(run.stdout) if doc]
 
 
-def _set_images(doc: dict, images: list[dict]) -> None:
-    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
-    for container in spec.get("containers", []) + spec.get("initContainers", []):
-        name, _, tag = container["image"].partition(":")
-        for image in images:
-            if image["name"] == name:
-                container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag or 'latest')}"
+@pytest.fixture
+def base() -> list[dict]:
+    return kustomize(K8S)
 
 
-def render(directory: Path, visited: tuple[Path, ...] = ()) -> list[dict]:
-    """`kustomize build` for what these kustomizations use: resources (files and directories), patches with a
-    target, images."""
-    directory = directory.resolve()
-    for seen in visited:  # kustomize: "cycle detected: candidate root contains visited root"
-        assert not seen.is_relative_to(directory), f"{directory} contains {seen}: kustomize refuses it"
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    assert kustomization["kind"] == "Kustomization" and "namespace" not in kustomization
-    docs = []
-    for resource in kustomization.get("resources", []):
-        path = directory / resource
-        docs += render(path, visited + (directory,)) if path.is_dir() else _docs(path)
-    for patch in kustomization.get("patches", []):
-        target = patch["target"]
-        body = yaml.safe_load((directory / patch["path"]).read_text())
-        matches = [i for i, doc in enumerate(docs) if doc["kind"] == target["kind"]
-                   and doc["metadata"]["name"] == target["name"]
-                   and doc["apiVersion"] == f"{target['group']}/{target['version']}".lstrip("/")]
-        assert len(matches) == 1, f"patch {patch['path']} targets {target}: {len(matches)} matches"
-        docs[matches[0]] = _merge(docs[matches[0]], body)
-    for doc in docs:
-        _set_images(doc, kustomization.get("images", []))
-    return docs
+@pytest.fixture
+def gpu() -> list[dict]:
+    return kustomize(K8S / "overlays" / "gpu")
 
 
 def _by(docs: list[dict], kind: str, name: str) -> dict:
@@ -102,36 +71,47 @@ def _env(container: dict) -> dict:
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
 
 
-BASE = render(K8S)
-GPU = render(K8S / "overlays" / "gpu")
-
-
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_manifest_validates_against_the_kubernetes_schemas(version):
+def _validate(docs: list[dict], version: str) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    kustomizations = sorted(K8S.rglob("kustomization.yaml"))
-    # a patch alone is not a whole object: its rendered result is what gets checked
-    patches = {k.parent / p["path"] for k in kustomizations for p in yaml.safe_load(k.read_text()).get("patches", [])}
-    raw = [doc for path in sorted(K8S.rglob("*.yaml")) if path not in patches and path not in kustomizations
-           for doc in _docs(path)]
-    assert {doc["kind"] for doc in BASE} == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
-    assert "Secret" in {doc["kind"] for doc in raw}  # secret.example.yaml
-    for doc in raw + BASE + GPU:
+    for doc in docs:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as error:
             pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} (Kubernetes {version}): {error}")
 
 
-def test_manifests_have_no_namespace_and_no_secret_values():
-    assert all("namespace" not in doc["metadata"] for doc in BASE + GPU)
-    assert "Secret" not in {doc["kind"] for doc in BASE + GPU}  # created apart from the kustomization
+@needs_kubectl
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda d: str(d.relative_to(ROOT)))
+def test_every_kustomization_renders_to_manifests_valid_against_the_kubernetes_schemas(directory, version):
+    docs = kustomize(directory)
+    assert docs
+    _validate(docs, version)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_file_validates_against_the_kubernetes_schemas(version):
+    # a patch alone is not a whole object: its rendered result is what the test above checks
+    patches = {k / p["path"] for k in KUSTOMIZATIONS
+               for p in yaml.safe_load((k / "kustomization.yaml").read_text()).get("patches", []) if "path" in p}
+    raw = [doc for path in sorted(K8S.rglob("*.yaml")) if path not in patches and path.name != "kustomization.yaml"
+           for doc in _docs(path)]
+    assert "Secret" in {doc["kind"] for doc in raw}  # secret.example.yaml, which no kustomization includes
+    _validate(raw, version)
+
+
+@needs_kubectl
+def test_manifests_have_no_namespace_and_no_secret_values(base, gpu):
+    assert {doc["kind"] for doc in base} == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
+    assert all("namespace" not in doc["metadata"] for doc in base + gpu)
+    assert "Secret" not in {doc["kind"] for doc in base + gpu}  # created apart from the kustomization
     text = "\n".join(path.read_text() for path in (K8S / "base").glob("*.yaml"))
     assert "postgresql://" not in text and "password" not in text.lower()
 
 
-def test_the_api_deployment_serves_from_the_secret_and_trains_nothing():
-    api = _by(BASE, "Deployment", "seq2seq-api")
+@needs_kubectl
+def test_the_api_deployment_serves_from_the_secret_and_trains_nothing(base):
+    api = _by(base, "Deployment", "seq2seq-api")
     pod = api["spec"]["template"]["spec"]
     [container] = pod["containers"]
     env = _env(container)
@@ -152,40 +132,42 @@ def test_the_api_deployment_serves_from_the_secret_and_trains_nothing():
     # the Secret's keys are the ones the template documents
     example = _docs(K8S / "secret.example.yaml")[0]
     assert example["metadata"]["name"] == "seq2seq" and set(example["stringData"]) == {"database-url", "api-key"}
-    assert _by(BASE, "ConfigMap", "seq2seq-config")
+    assert _by(base, "ConfigMap", "seq2seq-config")
 
 
-def test_the_service_and_the_disruption_budget_select_the_api_pods():
-    api = _by(BASE, "Deployment", "seq2seq-api")
+@needs_kubectl
+def test_the_service_and_the_disruption_budget_select_the_api_pods(base):
+    api = _by(base, "Deployment", "seq2seq-api")
     labels = api["spec"]["template"]["metadata"]["labels"]
     assert api["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    service = _by(BASE, "Service", "seq2seq-api")
+    service = _by(base, "Service", "seq2seq-api")
     assert service["spec"]["type"] == "ClusterIP" and service["spec"]["selector"].items() <= labels.items()
     [port] = service["spec"]["ports"]
     [container_port] = api["spec"]["template"]["spec"]["containers"][0]["ports"]
     assert port["port"] == 80 and port["targetPort"] == container_port["name"] and container_port["containerPort"] == 8000
-    pdb = _by(BASE, "PodDisruptionBudget", "seq2seq-api")
+    pdb = _by(base, "PodDisruptionBudget", "seq2seq-api")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable") == 2
-    worker_labels = _by(BASE, "Deployment", "seq2seq-worker")["spec"]["template"]["metadata"]["labels"]
+    worker_labels = _by(base, "Deployment", "seq2seq-worker")["spec"]["template"]["metadata"]["labels"]
     assert not service["spec"]["selector"].items() <= worker_labels.items()  # the worker serves no HTTP
 
 
-def test_the_worker_runs_app_worker_and_the_gpu_overlay_gives_it_a_gpu():
-    worker = _by(BASE, "Deployment", "seq2seq-worker")
+@needs_kubectl
+def test_the_worker_runs_app_worker_and_the_gpu_overlay_gives_it_a_gpu(base, gpu):
+    worker = _by(base, "Deployment", "seq2seq-worker")
     [container] = worker["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["python", "-m", "app.worker"]
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
     assert _env(container)["SEQ2SEQ_DATABASE_URL"] == {"secretKeyRef": {"name": "seq2seq", "key": "database-url"}}
     assert "readinessProbe" not in container and "livenessProbe" not in container  # no HTTP to probe
 
-    gpu = _by(GPU, "Deployment", "seq2seq-worker")
-    [container] = gpu["spec"]["template"]["spec"]["containers"]
+    gpu_worker = _by(gpu, "Deployment", "seq2seq-worker")
+    [container] = gpu_worker["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["limits"]["memory"]  # the patch adds to the base's limits, not replaces
     assert _env(container)["SEQ2SEQ_DEVICE"] == "cuda" and container["image"] == "seq2seq-serve:cuda"
     assert container["command"] == ["python", "-m", "app.worker"]
-    assert _by(GPU, "Deployment", "seq2seq-api") == _by(BASE, "Deployment", "seq2seq-api")
+    assert _by(gpu, "Deployment", "seq2seq-api") == _by(base, "Deployment", "seq2seq-api")
 
 
 # --- Compose --------------------------------------------------------------------------------------------------
@@ -223,10 +205,11 @@ def test_compose_migrates_once_before_the_api_and_the_worker():
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
-def test_compose_api_matches_the_kubernetes_api():
+@needs_kubectl
+def test_compose_api_matches_the_kubernetes_api(base):
     api = CLUSTER["services"]["api"]
     env = api["environment"]
-    assert api["deploy"]["replicas"] == 3 == _by(BASE, "Deployment", "seq2seq-api")["spec"]["replicas"]
+    assert api["deploy"]["replicas"] == 3 == _by(base, "Deployment", "seq2seq-api")["spec"]["replicas"]
     assert env["SEQ2SEQ_JOB_WORKERS"] == "0"
     assert env["SEQ2SEQ_DATABASE_URL"].startswith("postgresql://seq2seq:${POSTGRES_PASSWORD")
     assert env["SEQ2SEQ_DATABASE_URL"].endswith("@postgres:5432/seq2seq")
@@ -236,14 +219,15 @@ def test_compose_api_matches_the_kubernetes_api():
     # the same readiness check as docker-compose.yml and the Kubernetes readinessProbe
     assert api["healthcheck"]["test"] == SINGLE["services"]["api"]["healthcheck"]["test"]
     assert any("/readyz" in part for part in api["healthcheck"]["test"])
-    k8s_env = _env(_by(BASE, "Deployment", "seq2seq-api")["spec"]["template"]["spec"]["containers"][0])
+    k8s_env = _env(_by(base, "Deployment", "seq2seq-api")["spec"]["template"]["spec"]["containers"][0])
     assert {"SEQ2SEQ_DATABASE_URL", "SEQ2SEQ_API_KEY", "SEQ2SEQ_JOB_WORKERS"} <= set(env) & set(k8s_env)
     assert env["SEQ2SEQ_JOB_WORKERS"] == k8s_env["SEQ2SEQ_JOB_WORKERS"]
 
 
-def test_compose_worker_matches_the_kubernetes_worker_and_its_gpu_override():
+@needs_kubectl
+def test_compose_worker_matches_the_kubernetes_worker_and_its_gpu_override(base):
     worker = CLUSTER["services"]["worker"]
-    k8s = _by(BASE, "Deployment", "seq2seq-worker")["spec"]["template"]["spec"]["containers"][0]
+    k8s = _by(base, "Deployment", "seq2seq-worker")["spec"]["template"]["spec"]["containers"][0]
     assert worker["command"] == k8s["command"] == ["python", "-m", "app.worker"]
     assert worker["environment"]["SEQ2SEQ_DATABASE_URL"] == CLUSTER["services"]["api"]["environment"]["SEQ2SEQ_DATABASE_URL"]
     assert INTERPOLATION.match(worker["environment"]["SEQ2SEQ_DEVICE"])  # configurable
@@ -485,7 +469,7 @@ def test_nginx_resends_inference_but_delivers_a_management_post_at_most_once(bal
     assert 502 in statuses and set(statuses) <= {200, 502}
     assert len(dropper.seen) + len(healthy.seen) == 4  # each POST reached exactly one replica
     assert statuses.count(200) == len([s for s in healthy.seen if s[1] == "/jobs"])
-    status, headers, body = next(j for j in jobs if j[0] == 502)
+    _, headers, body = next(j for j in jobs if j[0] == 502)
     assert json.loads(body)["error"] == "bad_gateway" and headers["X-Request-ID"]
     # POST /predict: a dropped request goes on to the healthy replica
     before = len(dropper.seen)
