@@ -23,14 +23,14 @@ from model import decoding
 from . import device as devices
 from . import storage
 from .http import errors
-from .http.fast import FastInference
+from .http.deps import MANAGEMENT_KEY
 from .http.middleware import ServiceMiddleware
 from .http.routes import health, inference, jobs, models, pages
 from .inference.engine import Engine
 from .jobs import JobRunner, JobService
 from .metrics import Metrics
 from .registry import Registry
-from .security import resolve_key
+from .security import ManagedRoutes, resolve_key
 from .settings import Settings, get_settings
 
 log = logging.getLogger("seq2seq")
@@ -97,14 +97,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Continue digit sequences and suggest the k most likely continuations with a "
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
-    api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)
-    app.add_middleware(FastInference)  # inside ServiceMiddleware: request ids, the key, limits and metrics apply
-    app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,
-                       max_job_bytes=settings.max_job_bytes, max_batch_bytes=settings.max_batch_bytes, api_key=api_key)
-    app.state.api_key = api_key
+    # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
     for router in (inference.router, models.router, jobs.router, health.router, pages.router):
-        app.include_router(router)
+        app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,
+                       max_job_bytes=settings.max_job_bytes, max_batch_bytes=settings.max_batch_bytes, api_key=api_key,
+                       managed=ManagedRoutes.of(app.routes, MANAGEMENT_KEY))
+    app.state.api_key = api_key
     return app
 
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import gc
 from array import array
+from collections.abc import Iterable, Sequence
 from functools import partial
 from itertools import chain, repeat
-from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from .config import ModelConfig
 from .cost import (
     EXACT_LIMIT,
     TOPK_BYTES_BUDGET,
@@ -34,7 +35,6 @@ from .cost import (
     known_tokens,
     topk_plan,
 )
-from .config import ModelConfig
 from .network import Memory, Seq2Seq, State
 
 __all__ = ["EXACT_LIMIT", "TOPK_WORK_BUDGET", "Candidate", "Cost", "Decoded", "Plan", "PrefixError", "check_batch",
@@ -249,6 +249,7 @@ def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, c
     if chunk >= R:
         logits, state, _ = model.decoder.step(tokens, state, memory)
         return logits, state
+    spans: list[tuple[int, int, Memory | None]]
     if memory is None:
         spans = [(i, min(i + chunk, R), None) for i in range(0, R, chunk)]
     else:

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights"
-TEST_KEY = "test-management-key"
+TEST_KEY = "test-management-key-0123456789abcdef"  # keys are at least 32 characters
 
 
 def poll(predicate, timeout: float, interval: float = 0.05, message: str = ""):

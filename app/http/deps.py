@@ -26,5 +26,7 @@ async def get_settings_dep(request: Request) -> Settings:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-# Documents the key in OpenAPI; the middleware enforces it before the body is read (app.security).
-Managed = Depends(HTTPBearer(auto_error=False, description="SEQ2SEQ_API_KEY, or the file api-key in the data directory"))
+# A route that carries this dependency needs the management key: OpenAPI shows it as protected, and the
+# middleware enforces it before the body is read (app.security.ManagedRoutes collects these routes).
+MANAGEMENT_KEY = HTTPBearer(auto_error=False, description="SEQ2SEQ_API_KEY, or the file api-key in the data directory")
+Managed = Depends(MANAGEMENT_KEY)

@@ -8,6 +8,8 @@ errors, each message cut to MAX_MESSAGE characters.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,8 +28,8 @@ log = logging.getLogger("seq2seq.errors")
 MAX_FIELDS = 20
 MAX_MESSAGE = 200
 CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-         413: "payload_too_large", 422: "invalid_input", 429: "too_many_requests", 500: "internal_error",
-         503: "unavailable"}
+         413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_input", 429: "too_many_requests",
+         500: "internal_error", 503: "unavailable"}
 STATUS = [  # most specific first
     (domain.InvalidInput, 422), (domain.NotFound, 404), (domain.Conflict, 409), (domain.QuotaExceeded, 409),
     (domain.Busy, 429), (domain.Unavailable, 503),
@@ -48,8 +50,9 @@ def clip(text: str, limit: int = MAX_MESSAGE) -> str:
 
 
 def error_body(request_id: str | None, status: int, message: str, fields: list[dict] | None = None,
-               total: int = 0) -> dict:
-    body = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE), "request_id": request_id}
+               total: int = 0) -> dict[str, object]:
+    body: dict[str, object] = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE),
+                               "request_id": request_id}
     if fields:
         body["fields"] = [{"field": clip(f["field"], 100), "message": clip(f["message"])} for f in fields[:MAX_FIELDS]]
         more = max(total, len(fields)) - MAX_FIELDS
@@ -71,12 +74,17 @@ def explain(exc: Exception) -> tuple[int, str, list[dict] | None, dict | None]:
     if isinstance(exc, CheckpointError):  # the reason only: file paths stay inside
         message = f"a checkpoint cannot be used: {exc.reason}"
     elif isinstance(exc, DBAPIError):  # its text holds the query and the server's address
-        message, exc.retry_after = "the database is unavailable; models already loaded are still served", 5
+        message = "the database is unavailable; models already loaded are still served"
     else:
         message = str(exc)
-    retry = getattr(exc, "retry_after", None) or (10 if isinstance(exc, storage.QueueFull) else None)
+    retry = getattr(exc, "retry_after", None) or RETRY_AFTER.get(type(exc))
+    if retry is None and isinstance(exc, DBAPIError):
+        retry = 5
     headers = {"Retry-After": str(int(retry))} if retry and status in (429, 503) else None
     return status, message, None, headers
+
+
+RETRY_AFTER: dict[type, float] = {storage.QueueFull: 10}
 
 
 def unreadable_json(cause: Exception) -> tuple[str, list[dict]]:
@@ -85,14 +93,15 @@ def unreadable_json(cause: Exception) -> tuple[str, list[dict]]:
     return f"body: the body is not valid JSON: {why}", [{"field": "body", "message": f"not valid JSON: {why}"}]
 
 
-def validation_answer(errors: list[dict]) -> tuple[str, list[dict], int]:
+def validation_answer(errors: Sequence[Any]) -> tuple[str, list[dict], int]:
     """pydantic's errors as (message, fields, total): at most MAX_FIELDS of them, named the way they were sent."""
     fields = []
     for err in errors[:MAX_FIELDS]:
         msg = clip(str(err.get("msg", "invalid")).removeprefix("Value error, "))
         field = _field_name(tuple(err.get("loc", ())))
         if err.get("type") == "json_invalid":
-            msg, field = "the body is not valid JSON", "body"
+            why = msg.removeprefix("Invalid JSON: ")
+            msg, field = "the body is not valid JSON" + (f" ({why})" if why != msg else ""), "body"
         fields.append({"field": field, "message": msg})
     message = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
     if len(errors) > 3:

@@ -13,9 +13,10 @@ import time
 import uuid
 
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from ..metrics import Metrics
-from ..security import key_matches, needs_key
+from ..security import ManagedRoutes, key_matches
 from .errors import CODES
 
 log = logging.getLogger("seq2seq.errors")
@@ -23,9 +24,10 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class ServiceMiddleware:
-    def __init__(self, app, metrics: Metrics, max_request_bytes: int, max_job_bytes: int, max_batch_bytes: int,
-                 api_key: bytes | None):
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_request_bytes: int, max_job_bytes: int,
+                 max_batch_bytes: int, api_key: bytes | None, managed: ManagedRoutes):
         self.app = app
+        self.managed = managed
         self.max_batch_bytes = max_batch_bytes
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
@@ -62,7 +64,7 @@ class ServiceMiddleware:
         except ValueError:
             declared = 0
         try:
-            if self.api_key is not None and needs_key(method, scope["path"]) \
+            if self.api_key is not None and self.managed.need_key(method, scope["path"]) \
                     and not key_matches(headers.get(b"authorization"), self.api_key):
                 await _reply(send_wrapper, 401, request_id, "this endpoint needs the header 'Authorization: Bearer "
                              "<key>'; the key is SEQ2SEQ_API_KEY, or the file api-key in the data directory",

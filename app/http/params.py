@@ -9,10 +9,11 @@ import re
 
 from starlette.datastructures import QueryParams
 
+from model.limits import MAX_SEQ_LENGTH, MAX_VOCAB
+
 from ..errors import InvalidInput
 
 DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only, small enough that int() is cheap and exact
-MAX_ITEMS = 64  # far above any sequence length a model may have; the model's own length is checked later
 
 
 def check_params(query: QueryParams, allowed: tuple[str, ...]) -> None:
@@ -34,15 +35,19 @@ def parse_int(field: str, text: str, low: int, high: int) -> int:
     return value
 
 
+def parse_token(field: str, text: str) -> int:
+    return parse_int(field, text, 0, MAX_VOCAB - 1)
+
+
 def parse_tokens(field: str, text: str) -> list[int]:
-    """'7,2' -> [7, 2]; the model checks the vocabulary and the length it allows."""
-    parts = text.split(",", MAX_ITEMS)
-    if len(parts) > MAX_ITEMS:
-        raise InvalidInput(field, f"has more than {MAX_ITEMS} tokens")
+    """'7,2' -> [7, 2], within the bounds of any model; the answering model's own rule is applied later."""
+    parts = text.split(",", MAX_SEQ_LENGTH)
+    if len(parts) > MAX_SEQ_LENGTH:
+        raise InvalidInput(field, f"has more than {MAX_SEQ_LENGTH} tokens")
     tokens = []
     for i, part in enumerate(parts):
         if not DIGITS.fullmatch(part):
             what = "is empty" if not part else f"is {part[:20]!r}, not a token in plain digits"
             raise InvalidInput(field, f"item {i} {what}; write tokens as comma-separated digits such as 7,2")
-        tokens.append(int(part))
+        tokens.append(parse_token(f"{field}[{i}]", part))
     return tokens

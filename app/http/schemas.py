@@ -1,19 +1,30 @@
-"""Request and response bodies of the public API, with the examples OpenAPI shows."""
+"""Request and response bodies of the public API, with the examples OpenAPI shows.
+
+Requests are checked for types and for the bounds no model exceeds (model.limits); whether a prefix suits
+the model that answers it is the model's own rule, applied once by the engine.
+"""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from model.limits import MAX_SEQ_LENGTH, MAX_VOCAB
 
 from ..errors import InvalidInput
 
-MAX_PREFIX = 64  # far above any sequence length a model may have; the model's own length is checked later
+Token = Annotated[int, Field(strict=True, ge=0, lt=MAX_VOCAB)]
+MAX_K = 50  # suggestions per prefix
+MAX_BATCH = 4096  # prefixes in one batch request
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"start": 7}, {"prefix": [7, 2]},
                                                                                {"prefix": [7, 2], "attention": True, "model": "default"}]})
 
-    start: StrictInt | None = Field(None, description="a start digit; give this or prefix")
-    prefix: list[StrictInt] | None = Field(None, min_length=1, max_length=MAX_PREFIX, description="known tokens; give this or start")
+    start: Token | None = Field(None, description="a start digit; give this or prefix")
+    prefix: list[Token] | None = Field(None, min_length=1, max_length=MAX_SEQ_LENGTH,
+                                       description="known tokens; give this or start")
     model: str | None = Field(None, description="model id; the active model when left out")
     attention: StrictBool = Field(False, description="include attention weights (attention models only)")
 
@@ -25,7 +36,7 @@ class PredictRequest(BaseModel):
 
     @property
     def tokens(self) -> list[int]:
-        return [self.start] if self.start is not None else list(self.prefix)
+        return [self.start] if self.start is not None else list(self.prefix or ())
 
     @property
     def field(self) -> str:
@@ -71,48 +82,64 @@ class TopKResponse(BaseModel):
     suggestions: list[Suggestion]
 
 
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
 class ErrorResponse(BaseModel):
     error: str
     message: str
     request_id: str | None = None
-    fields: list[dict] | None = None
+    fields: list[FieldError] | None = None
+    more_fields: int | None = Field(None, description="field errors left out of `fields`")
 
 
-MAX_BATCH = 4096  # prefixes in one batch request
+class _ManyPrefixes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-
-class PredictBatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prefixes": [[7], [7, 2], [3, 1, 4]]}]})
-
-    prefixes: list[list[StrictInt]] = Field(min_length=1, max_length=MAX_BATCH,
-                                            description=f"1 to {MAX_BATCH} prefixes; the answers come in this order")
+    prefixes: list[list[Token]] = Field(min_length=1, max_length=MAX_BATCH,
+                                        description=f"1 to {MAX_BATCH} prefixes; the answers come in this order")
     model: str | None = Field(None, description="model id; the active model when left out")
-    attention: StrictBool = Field(False, description="include attention weights (attention models only)")
 
     @field_validator("prefixes", mode="before")
     @classmethod
-    def lengths_first(cls, value):
+    def lengths_first(cls, value: Any) -> Any:
         """An absurd inner list is refused by its length before its items are read, naming its index."""
         if isinstance(value, list):
             if len(value) > MAX_BATCH:
                 raise InvalidInput("prefixes", f"has {len(value)} prefixes; at most {MAX_BATCH}")
             for i, item in enumerate(value):
-                if isinstance(item, list) and not 1 <= len(item) <= MAX_PREFIX:
-                    raise InvalidInput(f"prefixes[{i}]", f"has {len(item)} tokens; a prefix has 1 to {MAX_PREFIX}")
+                if isinstance(item, list) and not 1 <= len(item) <= MAX_SEQ_LENGTH:
+                    raise InvalidInput(f"prefixes[{i}]", f"has {len(item)} tokens; a prefix has 1 to {MAX_SEQ_LENGTH}")
         return value
 
 
-class TopKBatchRequest(PredictBatchRequest):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prefixes": [[7], [7, 2]], "k": 5}]})
+class PredictBatchRequest(_ManyPrefixes):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"prefixes": [[7], [7, 2], [3, 1, 4]]}]})
 
-    attention: None = Field(None, exclude=True, description="not used by top-k")
-    k: StrictInt = Field(3, ge=1, le=50, description="suggestions per prefix")
+    attention: StrictBool = Field(False, description="include attention weights (attention models only)")
 
 
-class BatchResponse(BaseModel):
+class TopKBatchRequest(_ManyPrefixes):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"prefixes": [[7], [7, 2]], "k": 5}]})
+
+    k: int = Field(3, strict=True, ge=1, le=MAX_K, description="suggestions per prefix")
+
+
+class PredictBatchResponse(BaseModel):
     model: str
-    results: list[dict] = Field(description="one answer per prefix, in request order, each shaped as the single "
-                                            "endpoint answers")
+    results: list[PredictResponse] = Field(description="one answer per prefix, in request order")
 
 
-ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}
+class TopKBatchResponse(BaseModel):
+    model: str
+    results: list[TopKResponse] = Field(description="one answer per prefix, in request order")
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI's description of a route's error answers: all shaped as ErrorResponse."""
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+ERRORS = errors(404, 413, 415, 422, 503)

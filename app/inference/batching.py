@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,7 +17,7 @@ from typing import Any
 class Work:
     group: tuple  # requests with the same group can share one decoder call
     payload: Any
-    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any]
 
 
 class Batcher:
@@ -49,6 +49,7 @@ class Batcher:
 
     async def _collect(self) -> list[Work]:
         queue = self._queue
+        assert queue is not None, "the batcher is not running"
         batch = [await queue.get()]
         # Let the event loop read whatever requests are already on the wire, and stop waiting as soon as a
         # pass brings nothing new: under load the batch fills at no idle cost, a lone request barely waits.

@@ -1,20 +1,46 @@
-"""A bounded LRU of finished response bodies. Decoding is deterministic, so a body can be served again
-as long as its model exists; keys start with the model id, and a removed model's entries are purged."""
+"""A bounded LRU of finished response bodies. Decoding is deterministic, so a body can be served again as long
+as its model exists; every key names its model, and a removed model's entries are purged.
+
+Keys are typed: a greedy answer and a top-k answer for the same prefix can never share an entry (a frozen
+dataclass compares its class too, where a tuple (model, prefix, True) would equal (model, prefix, 1)).
+"""
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PredictKey:
+    model: str
+    prefix: tuple[int, ...]
+    attention: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TopKKey:
+    model: str
+    prefix: tuple[int, ...]
+    k: int
+
+
+CacheKey = PredictKey | TopKKey
+
+
+def _nothing() -> None:
+    pass
 
 
 class ResponseCache:
-    def __init__(self, capacity: int, on_hit=lambda: None, on_miss=lambda: None):
+    def __init__(self, capacity: int, on_hit: Callable[[], None] = _nothing, on_miss: Callable[[], None] = _nothing):
         self.capacity = capacity
         self.on_hit, self.on_miss = on_hit, on_miss  # metrics: counted where the lookup happens
-        self._data: OrderedDict[tuple, bytes] = OrderedDict()
+        self._data: OrderedDict[CacheKey, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> bytes | None:
+    def get(self, key: CacheKey) -> bytes | None:
         if self.capacity == 0:
             self.on_miss()
             return None
@@ -25,7 +51,7 @@ class ResponseCache:
         (self.on_miss if value is None else self.on_hit)()
         return value
 
-    def put(self, key: tuple, value: bytes) -> None:
+    def put(self, key: CacheKey, value: bytes) -> None:
         if self.capacity == 0:
             return
         with self._lock:
@@ -34,9 +60,9 @@ class ResponseCache:
             while len(self._data) > self.capacity:
                 self._data.popitem(last=False)
 
-    def forget_model(self, model_id: Hashable) -> None:
+    def forget_model(self, model_id: str) -> None:
         with self._lock:
-            for key in [k for k in self._data if k[0] == model_id]:
+            for key in [k for k in self._data if k.model == model_id]:
                 del self._data[key]
 
     def __len__(self) -> int:

@@ -24,7 +24,7 @@ from ..errors import InvalidInput, Unavailable
 from ..metrics import Metrics
 from ..registry import LoadedModel, Registry
 from .batching import Batcher, Work
-from .cache import ResponseCache
+from .cache import CacheKey, PredictKey, ResponseCache, TopKKey
 
 HEAVY_QUEUE = 16  # dear requests waiting for the worker thread; beyond this, 503 at once
 BATCH_BUDGET_FACTOR = 4  # a batch request may cost this many single requests' budgets
@@ -36,14 +36,17 @@ def _dumps(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def check_tokens(field: str, prefix: list[int], loaded: LoadedModel) -> None:
-    cfg = loaded.config
-    if not 1 <= len(prefix) <= cfg.seq_length:
-        raise InvalidInput(field, f"must have 1 to {cfg.seq_length} tokens for model {loaded.id!r}, got {len(prefix)}")
-    for i, tok in enumerate(prefix):
-        if not 0 <= tok < cfg.vocab_size:
-            where = "" if field == "start" else f" (position {i})"
-            raise InvalidInput(field, f"token {tok}{where} is outside model {loaded.id!r}'s vocabulary 0..{cfg.vocab_size - 1}")
+def check_prefix(field: str, prefix: list[int], loaded: LoadedModel) -> None:
+    """The model's own rule (model.decoding.prefix_error), worded for the field the client sent."""
+    problem = decoding.prefix_error(prefix, loaded.config)
+    if problem is not None:
+        raise InvalidInput(field, f"{problem} (model {loaded.id!r})")
+
+
+def check_prefixes(prefixes: list[list[int]], loaded: LoadedModel) -> None:
+    found = decoding.first_error(prefixes, loaded.config)
+    if found is not None:
+        raise InvalidInput(f"prefixes[{found[0]}]", f"{found[1]} (model {loaded.id!r})")
 
 
 @lru_cache(maxsize=4096)  # a few hundred (config, length, k) combinations per model: price each once
@@ -72,19 +75,18 @@ class Engine:
         self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heavy-decode",
                                          initializer=lambda: torch.set_num_threads(threads))
         self._heavy_waiting = 0
-        self._inflight: dict[tuple, asyncio.Future] = {}  # cache misses being decoded, shared by their twins
+        self._inflight: dict[CacheKey, asyncio.Future[bytes]] = {}  # cache misses being decoded, shared by their twins
 
     async def predict(self, model_id: str | None, prefix: list[int], attention: bool, field: str) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
-        check_tokens(field, prefix, loaded)
-        want_attention = attention and loaded.config.attention
-        key = (loaded.id, "predict", tuple(prefix), want_attention)
+        check_prefix(field, prefix, loaded)
+        key = PredictKey(loaded.id, tuple(prefix), attention and loaded.config.attention)
         return self.cache.get(key) or await self._answer(key, loaded, _greedy_work(loaded.config, len(prefix)))
 
     async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
-        check_tokens(field, prefix, loaded)
-        key = (loaded.id, "topk", tuple(prefix), k)
+        check_prefix(field, prefix, loaded)
+        key = TopKKey(loaded.id, tuple(prefix), k)
         body = self.cache.get(key)
         if body is not None:  # priced only on a miss: a hit costs a dictionary lookup
             return body
@@ -94,7 +96,7 @@ class Engine:
                                       "allows; ask for fewer suggestions or a longer prefix")
         return await self._answer(key, loaded, plan.work)
 
-    async def _answer(self, key: tuple, loaded: LoadedModel, work: int) -> bytes:
+    async def _answer(self, key: CacheKey, loaded: LoadedModel, work: int) -> bytes:
         """Decode a cache miss, once however many requests ask for it at the same moment."""
         pending = self._inflight.get(key)
         if pending is not None:
@@ -114,23 +116,21 @@ class Engine:
         finally:
             del self._inflight[key]
 
-    async def _decode(self, key: tuple, loaded: LoadedModel, work: int) -> bytes:
+    async def _decode(self, key: CacheKey, loaded: LoadedModel, work: int) -> bytes:
         """Batched on the event loop when cheap, alone on the worker thread when dear."""
         if work <= self.inline_budget:
-            body = await self.batcher.submit((loaded.id, key[1]), (loaded, key))
+            body = await self.batcher.submit((loaded.id, type(key)), (loaded, key))
         else:
-            decode = self._predict if key[1] == "predict" else self._topk
-            body = (await self._decode_alone(loaded, decode, [key], [key[2]]))[key]
+            body = (await self._decode_alone(loaded, [key]))[key]
         self.cache.put(key, body)
         return body
 
     # -- many prefixes in one request ------------------------------------------------------------------
     async def predict_batch(self, model_id: str | None, prefixes: list[list[int]], attention: bool) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
-        for i, prefix in enumerate(prefixes):
-            check_tokens(f"prefixes[{i}]", prefix, loaded)
+        check_prefixes(prefixes, loaded)
         want_attention = attention and loaded.config.attention
-        keys = [(loaded.id, "predict", tuple(p), want_attention) for p in prefixes]
+        keys: list[CacheKey] = [PredictKey(loaded.id, tuple(p), want_attention) for p in prefixes]
         work = decoding.greedy_cost(loaded.config, [len(p) for p in prefixes]).work
         if work > self.decode_budget:
             raise InvalidInput("prefixes", f"greedy decoding of these {len(prefixes)} prefixes on model {loaded.id!r} "
@@ -139,9 +139,8 @@ class Engine:
 
     async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
-        for i, prefix in enumerate(prefixes):
-            check_tokens(f"prefixes[{i}]", prefix, loaded)
-        keys = [(loaded.id, "topk", tuple(p), k) for p in prefixes]
+        check_prefixes(prefixes, loaded)
+        keys: list[CacheKey] = [TopKKey(loaded.id, tuple(p), k) for p in prefixes]
         work = 0
         for size, count in Counter(len(p) for p in set(map(tuple, prefixes))).items():
             plan = _topk_plan(loaded.config, size, k, self.decode_budget)
@@ -154,31 +153,29 @@ class Engine:
                                            "more than this service allows; send fewer or ask for a smaller k")
         return await self._answer_many(loaded, keys, work)
 
-    async def _answer_many(self, loaded: LoadedModel, keys: list[tuple], work: int) -> bytes:
+    async def _answer_many(self, loaded: LoadedModel, keys: list[CacheKey], work: int) -> bytes:
         """Cached answers as they are, the rest decoded together; the body lists them in request order."""
         bodies = {key: body for key in dict.fromkeys(keys) if (body := self.cache.get(key)) is not None}
         missing = [key for key in dict.fromkeys(keys) if key not in bodies]
         if missing:
-            decode = self._predict if missing[0][1] == "predict" else self._topk
-            prefixes = list(dict.fromkeys(key[2] for key in missing))
             if work <= self.inline_budget:
-                fresh = decode(loaded, missing, prefixes)
+                fresh = _decode(loaded, missing, self.decode_budget)
             else:
-                fresh = await self._decode_alone(loaded, decode, missing, prefixes)
+                fresh = await self._decode_alone(loaded, missing)
             for key, body in fresh.items():
                 self.cache.put(key, body)
             bodies.update(fresh)
         head = _dumps({"model": loaded.id})[:-1]
         return head + b',"results":[' + b",".join(bodies[key] for key in keys) + b"]}"
 
-    async def _decode_alone(self, loaded: LoadedModel, decode, keys: list[tuple], prefixes: list[tuple]) -> dict:
+    async def _decode_alone(self, loaded: LoadedModel, keys: list[CacheKey]) -> dict[CacheKey, bytes]:
         """A dear request, on the worker thread: the event loop stays free, and the wait is bounded."""
         if self._heavy_waiting >= HEAVY_QUEUE:
             raise Unavailable(f"{self._heavy_waiting} costly requests are already waiting; try again shortly",
                               retry_after=2)
         self._heavy_waiting += 1
         self.metrics.decoded_alone.inc()
-        future = asyncio.get_running_loop().run_in_executor(self._heavy, decode, loaded, keys, prefixes)
+        future = asyncio.get_running_loop().run_in_executor(self._heavy, _decode, loaded, keys, self.decode_budget)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except TimeoutError:
@@ -197,14 +194,11 @@ class Engine:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, work in enumerate(batch):
             groups[work.group].append(i)
-        for (_, kind), members in groups.items():
+        for members in groups.values():
             loaded: LoadedModel = batch[members[0]].payload[0]
-            keys = [batch[i].payload[1] for i in members]
+            keys: list[CacheKey] = [batch[i].payload[1] for i in members]
             try:
-                unique = list(dict.fromkeys(keys))  # identical requests in a batch are decoded once
-                prefixes = list(dict.fromkeys(k[2] for k in unique))
-                decode = self._predict if kind == "predict" else self._topk
-                bodies = decode(loaded, unique, prefixes)
+                bodies = _decode(loaded, list(dict.fromkeys(keys)), self.decode_budget)  # twins decoded once
                 for i, key in zip(members, keys):
                     results[i] = bodies[key]
             except Exception as exc:
@@ -213,29 +207,42 @@ class Engine:
                     results[i] = exc
         return results
 
-    def _predict(self, loaded: LoadedModel, unique: list[tuple], prefixes: list[tuple]) -> dict[tuple, bytes]:
-        want_attention = any(k[3] for k in unique)
-        decoded = dict(zip(prefixes, decoding.greedy(loaded.model, [list(p) for p in prefixes], want_attention)))
-        L = loaded.config.seq_length
-        bodies = {}
-        for key in unique:
-            prefix, d = list(key[2]), decoded[key[2]]
-            first = decoding.known_tokens(len(prefix), L)
-            payload = {"model": loaded.id, "prefix": prefix, "sequence": d.sequence, "score": d.score,
-                       "probability": math.exp(d.score),
-                       "steps": [{"token": t, "probability": p} for t, p in zip(d.sequence[first:], d.token_probs)]}
-            if key[3]:
-                payload["attention"] = d.attention
-            bodies[key] = _dumps(payload)
-        return bodies
 
-    def _topk(self, loaded: LoadedModel, unique: list[tuple], prefixes: list[tuple]) -> dict[tuple, bytes]:
-        k_max = max(k[3] for k in unique)
-        found = dict(zip(prefixes, decoding.topk(loaded.model, [list(p) for p in prefixes], k_max,
-                                                 budget=self.decode_budget)))
-        bodies = {}
-        for key in unique:
-            suggestions = [{"sequence": c.sequence, "score": c.score, "probability": math.exp(c.score)}
-                           for c in found[key[2]][: key[3]]]
-            bodies[key] = _dumps({"model": loaded.id, "prefix": list(key[2]), "k": key[3], "suggestions": suggestions})
-        return bodies
+def _decode(loaded: LoadedModel, keys: list[CacheKey], budget: int) -> dict[CacheKey, bytes]:
+    """Answer bodies for distinct keys of one kind (all PredictKey or all TopKKey), already checked."""
+    prefixes = list(dict.fromkeys(key.prefix for key in keys))
+    if isinstance(keys[0], PredictKey):
+        return _predict(loaded, keys, prefixes)  # type: ignore[arg-type]
+    return _topk(loaded, keys, prefixes, budget)  # type: ignore[arg-type]
+
+
+def _predict(loaded: LoadedModel, keys: list[PredictKey], prefixes: list[tuple[int, ...]]) -> dict[CacheKey, bytes]:
+    want_attention = any(key.attention for key in keys)
+    found = decoding.greedy_unchecked(loaded.model, [list(p) for p in prefixes], want_attention)
+    decoded = dict(zip(prefixes, found))
+    L = loaded.config.seq_length
+    bodies: dict[CacheKey, bytes] = {}
+    for key in keys:
+        d = decoded[key.prefix]
+        first = decoding.known_tokens(len(key.prefix), L)
+        payload: dict[str, object] = {
+            "model": loaded.id, "prefix": list(key.prefix), "sequence": d.sequence, "score": d.score,
+            "probability": math.exp(d.score),
+            "steps": [{"token": t, "probability": p} for t, p in zip(d.sequence[first:], d.token_probs or ())]}
+        if key.attention:
+            payload["attention"] = d.attention
+        bodies[key] = _dumps(payload)
+    return bodies
+
+
+def _topk(loaded: LoadedModel, keys: list[TopKKey], prefixes: list[tuple[int, ...]],
+          budget: int) -> dict[CacheKey, bytes]:
+    k_max = max(key.k for key in keys)
+    found = decoding.topk_unchecked(loaded.model, [list(p) for p in prefixes], k_max, budget=budget)
+    by_prefix = dict(zip(prefixes, found))
+    bodies: dict[CacheKey, bytes] = {}
+    for key in keys:
+        suggestions = [{"sequence": c.sequence, "score": c.score, "probability": math.exp(c.score)}
+                       for c in by_prefix[key.prefix][: key.k]]
+        bodies[key] = _dumps({"model": loaded.id, "prefix": list(key.prefix), "k": key.k, "suggestions": suggestions})
+    return bodies

@@ -51,9 +51,10 @@ def test_topk_returns_fewer_when_fewer_exist(client):
 
 
 @pytest.mark.parametrize("body,field,words", [
-    ({"start": 10}, "start", "outside model 'default''s vocabulary 0..9"),
-    ({"start": -1}, "start", "outside"),
-    ({"prefix": [7, 12]}, "prefix", "token 12 (position 1) is outside"),
+    ({"start": 10}, "start", "token 10 is outside the vocabulary 0..9 (model 'default')"),
+    ({"start": -1}, "start", "greater than or equal to 0"),
+    ({"start": 1000}, "start", "less than 1000"),  # past any model's vocabulary: refused before a model is chosen
+    ({"prefix": [7, 12]}, "prefix", "token 12 is outside the vocabulary 0..9 (position 1) (model 'default')"),
     ({"prefix": [1, 2, 3, 4, 5, 6]}, "prefix", "1 to 5 tokens"),
     ({"prefix": []}, "prefix", "at least 1"),
     ({"start": 7, "prefix": [7]}, "body", "exactly one of start and prefix"),

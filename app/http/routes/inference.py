@@ -1,65 +1,80 @@
-"""POST /predict and GET /topk."""
+"""The inference routes: POST /predict, GET /topk and their batch forms, served as lean routes (app.http.lean).
+
+Each endpoint turns the validated request into the engine's call and returns the engine's finished JSON.
+"""
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from starlette.datastructures import QueryParams
 
 from ...errors import InvalidInput
-from ..deps import EngineDep
-from ..params import check_params, parse_int, parse_tokens
+from ...inference.engine import Engine
+from ..lean import LeanRoute
+from ..params import check_params, parse_int, parse_token, parse_tokens
 from ..schemas import (
     ERRORS,
-    BatchResponse,
+    MAX_K,
     PredictBatchRequest,
+    PredictBatchResponse,
     PredictRequest,
     PredictResponse,
     TopKBatchRequest,
+    TopKBatchResponse,
     TopKResponse,
 )
 
-router = APIRouter(tags=["inference"])
-JSON = "application/json"
+router = APIRouter(tags=["inference"], route_class=LeanRoute)
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              summary="Continue a sequence from a start digit or a prefix (greedy)")
-async def predict(body: PredictRequest, engine: EngineDep) -> Response:
-    return Response(await engine.predict(body.model, body.tokens, body.attention, body.field), media_type=JSON)
+async def predict(request: Request, body: PredictRequest) -> bytes:
+    return await _engine(request).predict(body.model, body.tokens, body.attention, body.field)
 
 
 TOPK_PARAMS = ("start", "prefix", "k", "model")
-MAX_K = 50
 
 
 @router.get("/topk", response_model=TopKResponse, responses=ERRORS,
             summary="The k most likely complete sequences for a start digit or a prefix, best first")
-async def topk(request: Request, engine: EngineDep,
-               start: str | None = Query(None, description="a start digit; give this or prefix", examples=["7"]),
-               prefix: str | None = Query(None, description="comma-separated tokens, e.g. 7,2", examples=["7,2"]),
-               k: str = Query("3", description=f"how many suggestions, 1 to {MAX_K}"),
-               model: str | None = Query(None, description="model id; the active model when left out")) -> Response:
-    tokens, field, count = topk_tokens(request.query_params)
-    return Response(await engine.topk(model, tokens, count, field), media_type=JSON)
+async def topk(request: Request,
+               start: Annotated[str | None, Query(description="a start digit; give this or prefix", examples=["7"])] = None,
+               prefix: Annotated[str | None, Query(description="comma-separated tokens, e.g. 7,2", examples=["7,2"])] = None,
+               k: Annotated[str, Query(description=f"how many suggestions, 1 to {MAX_K}")] = "3",
+               model: Annotated[str | None, Query(description="model id; the active model when left out")] = None,
+               ) -> bytes:
+    """The parameters above describe the query; it is read strictly from the raw query string (app.http.params)."""
+    query = request.query_params
+    tokens, field, count = topk_query(query)
+    return await _engine(request).topk(query.get("model"), tokens, count, field)
 
 
-def topk_tokens(query) -> tuple[list[int], str, int]:
-    """(tokens, the field they came from, k) from /topk's query, strictly: see app.http.params."""
+def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
+    """(tokens, the field they came from, k) from /topk's query."""
     check_params(query, TOPK_PARAMS)
     start, prefix = query.get("start"), query.get("prefix")
     if (start is None) == (prefix is None):
         raise InvalidInput("start", "give exactly one of start and prefix")
     count = parse_int("k", query.get("k", "3"), 1, MAX_K)
     if start is not None:
-        return [parse_int("start", start, 0, 999_999_999)], "start", count
+        return [parse_token("start", start)], "start", count
+    assert prefix is not None
     return parse_tokens("prefix", prefix), "prefix", count
 
-@router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
+
+@router.post("/predict/batch", response_model=PredictBatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
-async def predict_batch(body: PredictBatchRequest, engine: EngineDep) -> Response:
-    return Response(await engine.predict_batch(body.model, body.prefixes, body.attention), media_type=JSON)
+async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
+    return await _engine(request).predict_batch(body.model, body.prefixes, body.attention)
 
 
-@router.post("/topk/batch", response_model=BatchResponse, responses=ERRORS,
+@router.post("/topk/batch", response_model=TopKBatchResponse, responses=ERRORS,
              summary="The k most likely sequences for many prefixes in one request, in request order")
-async def topk_batch(body: TopKBatchRequest, engine: EngineDep) -> Response:
-    return Response(await engine.topk_batch(body.model, body.prefixes, body.k), media_type=JSON)
+async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
+    return await _engine(request).topk_batch(body.model, body.prefixes, body.k)
