@@ -24,7 +24,7 @@ BATCH = 1024
 
 def prefixes() -> list[list[int]]:
     items = [[a, b, c] for a in range(10) for b in range(10) for c in range(10)]
-    items += [p + [d] for p in items for d in range(10)]
+    items += [[*p, d] for p in items for d in range(10)]
     random.Random(0).shuffle(items)
     return items
 
@@ -44,7 +44,7 @@ def main() -> int:
     singles = [json.dumps({"prefix": p}) for p in items]
     batches = [json.dumps({"prefixes": items[i:i + BATCH]}) for i in range(0, len(items) - BATCH + 1, BATCH)]
     try:
-        wait_ready(base)
+        wait_ready(base, proc=server)
         rows = {"single": [], "batch": []}
         for _ in range(args.rounds):
             single = run_wrk(base, lua_script("POST", "/predict", singles), args.seconds, 32)

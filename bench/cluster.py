@@ -23,15 +23,13 @@ import argparse
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
-from common import ROOT, median, wait_ready, write
+from common import ROOT, median, write
 from load import free_port, lua_script, requests_for
 from torchserve import CHECK_PREFIXES, MODEL, TS_VENV, Server, archive, ensure_venv, torchserve, wrk
 
@@ -53,28 +51,17 @@ def ours(name: str, work: Path, database_url: str) -> Server:
 class Nginx(Server):
     """deploy/nginx.conf rendered for `upstreams`, on a free port, in its own runtime directory."""
 
-    def __init__(self, name: str, upstreams: list[str], work: Path, path: str):
+    def __init__(self, name: str, upstreams: list[str], work: Path, path: str, behind: Server):
         runtime = work / name
         runtime.mkdir(parents=True)
         port = free_port()
         conf = runtime / "nginx.conf"
         conf.write_text(render_nginx_conf.render(upstreams, f"127.0.0.1:{port}", runtime))
         # The access log goes to stdout (as in compose); it is written to the log file, as a container's would be.
+        # Ready once the upstream's own readiness check answers through it: listening and proxying.
         super().__init__(name, [NGINX, "-p", str(runtime), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
-                         dict(os.environ), work, f"http://127.0.0.1:{port}", path)
+                         dict(os.environ), work, f"http://127.0.0.1:{port}", path, behind.ready_path, behind.ready)
         self.port, self.upstreams = port, upstreams
-
-    def wait(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not listen within {timeout} s; see {self.log.name}")
 
 
 def predict_count(server: Server) -> float:
@@ -110,12 +97,11 @@ def main() -> int:
         ts.wait()
         for b in backends:  # one at a time: the first creates the shared database's schema
             b.wait()
-            wait_ready(b.url)
         addresses = [b.url.removeprefix("http://") for b in backends]
         targets: dict[str, Server] = {"ts": ts, "ts_nginx": Nginx("ts_nginx", [ts.url.removeprefix("http://")], work,
-                                                                  ts.path)}
+                                                                  ts.path, ts)}
         for n in range(1, PROCESSES + 1):
-            targets[f"n{n}"] = Nginx(f"n{n}", addresses[:n], work, "/predict")
+            targets[f"n{n}"] = Nginx(f"n{n}", addresses[:n], work, "/predict", backends[0])
         started += [t for t in targets.values() if isinstance(t, Nginx)]
         for t in targets.values():
             t.wait()

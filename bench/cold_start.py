@@ -12,8 +12,7 @@ import sys
 import tempfile
 import time
 
-import httpx
-from common import ROOT, median, write
+from common import ROOT, median, wait_ready, write
 from load import free_port
 
 
@@ -23,16 +22,9 @@ def once() -> float:
     t0 = time.perf_counter()
     proc = subprocess.Popen(["make", "run", f"PORT={port}", "HOST=127.0.0.1"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - t0 > 60:
-                raise RuntimeError("not ready after 60 s")
-            time.sleep(0.05)
+    try:  # a fine interval: the poll's resolution is part of the figure
+        wait_ready(f"http://127.0.0.1:{port}", 60, proc=proc, interval=0.05)
+        return time.perf_counter() - t0
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, write  # noqa: E402
+from bench.common import ROOT, wait_ready, write
 
 WEIGHTS = ROOT / "weights"
 HOSTILE = dict(vocab_size=2, seq_length=24, embedding_dim=512, hidden_dim=512, attention=True)
@@ -80,7 +80,7 @@ def status_kb(pid: int, field: str) -> int:
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 class Server:
@@ -91,21 +91,12 @@ class Server:
         self.log = data_dir / "server.log"
         env = {**os.environ, "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_PORT": str(self.port), "SEQ2SEQ_DATA_DIR": str(data_dir),
                "SEQ2SEQ_WEIGHTS_DIR": str(weights_dir), "SEQ2SEQ_API_KEY": "bench", "SEQ2SEQ_LOG_LEVEL": "warning"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT)
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server was not ready in time")
+        wait_ready(self.url, timeout, proc=self.proc, log=self.log)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -123,7 +114,7 @@ def queries(kind: str, seed: int) -> list[str]:
         prefixes: list[list[int]] = [[]]
         every = []
         for _ in range(5):
-            prefixes = [p + [d] for p in prefixes for d in range(10)]
+            prefixes = [[*p, d] for p in prefixes for d in range(10)]
             every += prefixes
         rng.shuffle(every)
         return [f"model=default&prefix={','.join(map(str, p))}&k=50" for p in every]

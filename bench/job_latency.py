@@ -22,6 +22,12 @@ import httpx
 from common import ROOT, median, wait_ready, write
 from load import free_port, requests_for
 
+KEY = {"Authorization": "Bearer bench"}  # /jobs needs the management key since the hardening
+
+
+def job_started(r: httpx.Response) -> bool:
+    return r.status_code == 200 and r.json()["progress"]["step"] > 0
+
 
 async def measure(url: str, bodies: list[str], start: int, rate: float, seconds: float) -> dict:
     latencies, errors = [], 0
@@ -58,21 +64,22 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     env = {**os.environ, "SEQ2SEQ_PORT": str(port), "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_LOG_LEVEL": "warning",
-           "SEQ2SEQ_DATA_DIR": tempfile.mkdtemp(prefix="seq2seq-joblat-")}
+           "SEQ2SEQ_API_KEY": "bench", "SEQ2SEQ_DATA_DIR": tempfile.mkdtemp(prefix="seq2seq-joblat-")}
     server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     bodies = requests_for("POST", "distinct")
     try:
-        wait_ready(url)
+        wait_ready(url, proc=server)
         corpus = json.loads((ROOT / "weights" / "corpus.json").read_text())["sequences"]
         rounds = []
         for r in range(args.rounds):  # alternate idle and busy phases: the machine's own noise hits both
             idle = asyncio.run(measure(url, bodies, 3000 * r, args.rate, args.seconds))
-            job = httpx.post(f"{url}/jobs", json={"dataset": {"sequences": corpus}, "activate": "never"}).json()
-            while httpx.get(f"{url}/jobs/{job['id']}").json()["progress"]["step"] == 0:
-                time.sleep(0.1)
+            posted = httpx.post(f"{url}/jobs", json={"dataset": {"sequences": corpus}, "activate": "never"}, headers=KEY)
+            posted.raise_for_status()
+            job = posted.json()
+            wait_ready(url, 60, path=f"/jobs/{job['id']}", headers=KEY, ready=job_started, proc=server)
             busy = asyncio.run(measure(url, bodies, 3000 * r + 1500, args.rate, args.seconds))
-            after = httpx.post(f"{url}/jobs/{job['id']}/cancel").json()  # still running, so it cancels
+            after = httpx.post(f"{url}/jobs/{job['id']}/cancel", headers=KEY).json()  # still running, so it cancels
             rounds.append({"idle": idle, "during_job": busy, "job_was_running": after["status"] == "cancelled",
                            "job_step_at_end": after["progress"]["step"]})
             print(f"round {r + 1}: idle p50 {idle['p50_ms']} p99 {idle['p99_ms']} ms | during a default job p50 "

@@ -52,9 +52,10 @@ class Instance:
                "SEQ2SEQ_DATA_DIR": str(work / name), "SEQ2SEQ_DATABASE_URL": db_url,
                "SEQ2SEQ_WEIGHTS_DIR": str(weights), "SEQ2SEQ_API_KEY": KEY,
                "SEQ2SEQ_JOB_WORKERS": str(job_workers), "SEQ2SEQ_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
-        self.log = open(work / f"{name}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT, stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.log = work / f"{name}.log"
+        with open(self.log, "wb") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -64,15 +65,14 @@ class Instance:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.log.close()
 
 
 def measure(engine: str, db_url: str, work: Path, weights: Path, activations: int, interval: float) -> dict:
     a = Instance(f"{engine}-a", work, weights, db_url, job_workers=1)
-    wait_ready(a.url, 60)  # A first: it creates the schema (B would wait on the migration lock anyway)
+    wait_ready(a.url, 60, proc=a.proc, log=a.log)  # A first: it creates the schema (B would wait on the migration lock anyway)
     b = Instance(f"{engine}-b", work, weights, db_url, job_workers=0)
     try:
-        wait_ready(b.url, 60)
+        wait_ready(b.url, 60, proc=b.proc, log=b.log)
         times, activate_s, polls = [], [], []
         with httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10) as ca, \
                 httpx.Client(base_url=b.url, timeout=10) as cb:
@@ -124,7 +124,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="seq2seq-prop-"))
     weights = weights_copy(work / "weights")
     report = {"what": "activation on instance A until instance B (same database) answers /predict with the new "
-                      "model; B polled every %g ms" % args.interval_ms,
+                      f"model; B polled every {args.interval_ms:g} ms",
               "mechanism": {"sqlite": "each process polls the active-model version every 0.2 s",
                             "postgresql": "LISTEN/NOTIFY"},
               "note": "2 cores shared with other engineers' work; both instances, the poller and PostgreSQL on "

@@ -20,19 +20,18 @@ several runs without it); after them py-spy samples ours_w1 under load for --pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import torch
-from common import ROOT, median, wait_ready, write
+from common import ROOT, median, summarize_stacks, wait_ready, write
 from load import free_port, lua_script, requests_for
 from load import run_wrk as wrk
 
@@ -63,14 +62,22 @@ def archive(store: Path) -> None:
                     "--export-path", str(store), "--force"], check=True)
 
 
+def torchserve_healthy(r: httpx.Response) -> bool:
+    """TorchServe's /ping names its state in the body, and some versions answer 200 while "Unhealthy"."""
+    return r.status_code == 200 and r.json().get("status") == "Healthy"
+
+
 class Server:
-    def __init__(self, name: str, cmd: list[str], env: dict, cwd: Path, url: str, path: str):
+    def __init__(self, name: str, cmd: list[str], env: dict, cwd: Path, url: str, path: str,
+                 ready_path: str = "/readyz", ready=None):
         self.name, self.url, self.path = name, url, path
-        self.log = open(cwd / f"{name}.log", "wb")
+        self.ready_path, self.ready = ready_path, ready
+        self.log = cwd / f"{name}.log"
         # Its own process group, so that stopping it reaches TorchServe's Java frontend and Python workers,
-        # or uvicorn's worker processes, and nothing else.
-        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        # or uvicorn's worker processes, and nothing else. The child keeps its own copy of the log's descriptor.
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
 
     def predict(self, prefix: list[int]) -> dict:
         r = httpx.post(self.url + self.path, json={"prefix": prefix}, timeout=10)
@@ -78,16 +85,8 @@ class Server:
         return r.json()
 
     def wait(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                self.predict([7, 2])
-                return
-            except (httpx.HTTPError, ValueError):
-                time.sleep(0.5)
-        raise RuntimeError(f"{self.name} did not answer within {timeout} s; see {self.log.name}")
+        wait_ready(self.url, timeout, path=self.ready_path, ready=self.ready, proc=self.proc, log=self.log,
+                   interval=0.25)
 
     def stop(self) -> None:
         try:
@@ -98,11 +97,8 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        try:  # TorchServe's frontend may outlive the launcher briefly
+        with contextlib.suppress(ProcessLookupError):  # TorchServe's frontend may outlive the launcher briefly
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.log.close()
 
 
 def torchserve(name: str, workers: int, work: Path, store: Path) -> Server:
@@ -122,7 +118,8 @@ def torchserve(name: str, workers: int, work: Path, store: Path) -> Server:
            "TS_TORCH_THREADS": "1", "TEMP": str(home / "tmp"), "TMPDIR": str(home / "tmp")}
     cmd = [str(TS_VENV / "bin" / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth",
            "--ts-config", str(home / "config.properties"), "--model-store", str(store)]
-    return Server(name, cmd, env, work, f"http://127.0.0.1:{ports[0]}", f"/predictions/{MODEL}")
+    return Server(name, cmd, env, work, f"http://127.0.0.1:{ports[0]}", f"/predictions/{MODEL}", "/ping",
+                  torchserve_healthy)
 
 
 def ours(name: str, workers: int, work: Path) -> Server:
@@ -144,24 +141,8 @@ def profile(server: Server, items: list[str], args) -> dict:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     load = wrk(server.url, lua_script("POST", server.path, items), args.profile, args.connections)
     rec.wait(timeout=60)
-    self_time: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        leaf = re.sub(r" \(.*/site-packages/", " (", frames[-1])
-        self_time[leaf] = self_time.get(leaf, 0) + n
-        for f in set(re.sub(r":\d+\)$", ")", x) for x in frames):
-            inclusive[f] = inclusive.get(f, 0) + n
-
-    def top(d: dict, k: int) -> list:
-        return [[name, round(v / total, 3)] for name, v in sorted(d.items(), key=lambda kv: -kv[1])[:k]]
-
-    return {"seconds": args.profile, "samples": total, "load": load, "self_time_top": top(self_time, 25),
-            "inclusive_top": top(inclusive, 40), "note": "fractions of all samples of the process's active threads (py-spy without --idle)"}
+    return {"seconds": args.profile, "load": load, **summarize_stacks(out),
+            "note": "fractions of all samples of the process's active threads (py-spy without --idle)"}
 
 
 def main() -> int:
@@ -184,8 +165,6 @@ def main() -> int:
     try:
         for s in servers:
             s.wait()
-        for s in servers[2:]:
-            wait_ready(s.url)
         # Correctness: the same sequences (and scores) from both, for a few prefixes.
         checks = []
         for p in CHECK_PREFIXES:

@@ -34,9 +34,7 @@ def _initialise(context) -> None:
 
 def _prefix(row) -> list[int]:
     body = row.get("body") if row.get("body") is not None else row.get("data")
-    if isinstance(body, (bytes, bytearray)):
-        body = json.loads(body)
-    elif isinstance(body, str):
+    if isinstance(body, (bytes, bytearray, str)):
         body = json.loads(body)
     if "prefix" in body:
         return [int(t) for t in body["prefix"]]
