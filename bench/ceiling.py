@@ -1,0 +1,48 @@
+"""The throughput ceiling for bench/load.py: a bare ASGI app, no framework and no middleware, that reads the
+whole request body and answers a fixed JSON body (CEILING_BODY: one of our own answers to the same load, so the
+bytes on the wire match). Whatever ours does beyond this is the cost of being a service.
+
+It runs under the uvicorn options `python -m app` uses with one process (app/__main__.py: the same SEQ2SEQ_*
+host, port, log level and graceful timeout, access log off, http and loop left to uvicorn's "auto", which is
+httptools and uvloop when installed, as they are here), so both sides share the server, parser and event loop.
+
+  CEILING_BODY='{"ok":true}' SEQ2SEQ_PORT=8001 python -m bench.ceiling
+"""
+from __future__ import annotations
+
+import os
+
+BODY = os.environ.get("CEILING_BODY", '{"ok":true}').encode()
+START = {"type": "http.response.start", "status": 200,
+         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]}
+END = {"type": "http.response.body", "body": BODY}
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "http":
+        while (await receive()).get("more_body"):  # read the body to its end, as a real handler must
+            pass
+        await send(START)
+        await send(END)
+    elif scope["type"] == "lifespan":  # answered, so uvicorn's lifespan "auto" runs the same steps as for ours
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def main() -> None:
+    import uvicorn
+
+    from app.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+                timeout_graceful_shutdown=settings.graceful_timeout_s)
+
+
+if __name__ == "__main__":
+    main()
