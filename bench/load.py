@@ -2,7 +2,7 @@
 under the same uvicorn settings that reads each body and answers one of our own answers, byte for byte as long.
 
 The ceiling bounds what our hot path can reach on this server stack; a FastAPI do-nothing route, which this
-compared with before, no longer did (our hot path skips FastAPI and beat it). Every case loads ours and the
+compared with before, no longer did (our hot path answered faster than it). Every case loads ours and the
 ceiling with the same wrk script in the same run (2 threads, --connections, a --warmup run then --seconds
 measured, the two in alternating order for --rounds rounds) and reports medians of req/s and p99 and
 ratio_to_bare_asgi, ours over the ceiling. Ours is `python -m app`, one process, the service's defaults, log
