@@ -77,23 +77,28 @@ def _checkpoint_file(row: dict, models_dir: Path | None) -> Path:
     return path
 
 
-def _read_trained(row: dict, models_dir: Path | None) -> tuple[bytes | None, str | None]:
+class Unreadable(Exception):
+    """A legacy checkpoint that cannot be imported; the message says why (it goes into the report)."""
+
+
+def _read_trained(row: dict, models_dir: Path | None) -> bytes:
     path = _checkpoint_file(row, models_dir)
     try:
         blob = path.read_bytes()
     except OSError as exc:
-        return None, f"checkpoint file {path} cannot be read ({exc.strerror or exc})"
+        raise Unreadable(f"checkpoint file {path} cannot be read ({exc.strerror or exc})") from exc
     digest = sha256_of(blob)
     if digest != row["sha256"]:
-        return None, f"checkpoint file {path} has SHA-256 {digest[:12]}..., the registry recorded {row['sha256'][:12]}..."
+        raise Unreadable(f"checkpoint file {path} has SHA-256 {digest[:12]}..., the registry recorded "
+                         f"{row['sha256'][:12]}...")
     manifest = path.with_name(path.name + ".sha256")
     try:
         recorded = manifest.read_text().split()[0]
     except (OSError, IndexError):
         recorded = digest  # the row's hash matched; a lost manifest alone loses nothing
     if recorded != digest:
-        return None, f"checkpoint file {path} does not match its manifest {manifest.name}"
-    return blob, None
+        raise Unreadable(f"checkpoint file {path} does not match its manifest {manifest.name}")
+    return blob
 
 
 def _job_values(row: dict, body: Any, now: str) -> dict:
@@ -134,7 +139,7 @@ def import_legacy(engine: Engine, data_dir: Path | str | None = None) -> LegacyR
         if conn.execute(sa.select(meta.c.value).where(meta.c.key == MARKER)).first() is not None:
             return None
         found = _legacy_rows_same_db(conn)
-        source = f"{target} (legacy_* tables)" if found else None
+        source = f"{target} (legacy_* tables)"
         if found is None and data_dir is not None:
             legacy_file = data_dir / DEFAULT_DB_NAME
             if legacy_file.exists() and (target is None or legacy_file.resolve() != target.resolve()):
@@ -163,9 +168,10 @@ def _import(conn: Connection, report: LegacyReport, model_rows: list[dict], job_
         if row["source"] == "shipped":
             values.update(path=row["path"], checkpoint=None)
         else:
-            blob, why = _read_trained(row, models_dir)
-            if blob is None:
-                report.skipped.append([f"model {row['id']}", why])
+            try:
+                blob = _read_trained(row, models_dir)
+            except Unreadable as exc:
+                report.skipped.append([f"model {row['id']}", str(exc)])
                 continue
             values.update(path=None, checkpoint=blob)
         conn.execute(sa.insert(models).values(**values))

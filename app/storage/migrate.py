@@ -46,8 +46,11 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
-def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+def head_revision(script: ScriptDirectory | None = None) -> str:
+    head = (script or ScriptDirectory.from_config(alembic_config())).get_current_head()
+    if head is None:  # only a broken install: the migrations ship with the code
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -89,7 +92,7 @@ def migrate(url: str | URL | Engine, legacy_data_dir: Path | str | None = None) 
         with migration_lock(engine):
             before = current_revision(engine)
             script = ScriptDirectory.from_config(alembic_config())
-            head = script.get_current_head()
+            head = head_revision(script)
             applied = [rev.revision for rev in reversed(list(script.iterate_revisions(head, before)))]
             if applied:
                 log.info("migrating the database from %s to %s", before or "empty", head)

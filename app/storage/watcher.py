@@ -37,7 +37,7 @@ class ActiveWatcher:
     def __init__(self, engine: Engine | str, callback: Callback, *, since_version: int | None = None,
                  poll_s: float | None = None, reconnect_s: float = RECONNECT_S):
         self._owns_engine = not isinstance(engine, Engine)
-        self.engine = make_engine(engine) if self._owns_engine else engine
+        self.engine: Engine = engine if isinstance(engine, Engine) else make_engine(engine)
         self.callback = callback
         self.postgres = self.engine.dialect.name == "postgresql"
         self.poll_s = poll_s if poll_s is not None else (POSTGRES_FALLBACK_POLL_S if self.postgres else SQLITE_POLL_S)
