@@ -8,6 +8,7 @@ other processes hear of it only once it is committed (see watcher.py).
 """
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from . import clock
 from .checkpoints import check_sha256, verify_checkpoint
 from .engine import is_postgres, read, write
 from .errors import Conflict, IntegrityFailure, NotFound
-from .rows import model_dict
+from .rows import Info, ModelRow, encode_info, model_row
 from .schema import active_model, models
 
 NOTIFY_CHANNEL = "seq2seq_active"
@@ -56,14 +57,14 @@ def activate_in(conn: Connection, model_id: str) -> int:
 
 
 def insert_trained(conn: Connection, model_id: str, checkpoint: bytes, sha256: str, created_at: str,
-                   info: dict) -> None:
+                   info: Info) -> None:
     """Insert within the caller's write transaction; the bytes must already be verified."""
     if conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first() is not None:
         raise Conflict(f"model {model_id!r} is already registered")
     try:
         with conn.begin_nested():  # a concurrent insert of the same id turns into Conflict, not a dead transaction
             conn.execute(sa.insert(models).values(id=model_id, source="trained", path=None, sha256=sha256,
-                                                  created_at=created_at, info=json.dumps(info),
+                                                  created_at=created_at, info=encode_info(info),
                                                   checkpoint=checkpoint))
     except sa.exc.IntegrityError as exc:
         raise Conflict(f"model {model_id!r} is already registered") from exc
@@ -88,18 +89,18 @@ class ModelStore:
         self.verify = verify  # called with the bytes before a trained model is registered; raises if unusable
 
     # -- reading ---------------------------------------------------------------------------------------
-    def list(self) -> list[dict]:
-        """Newest first; each: id, source, path, sha256, created_at, info, size (bytes; None if shipped), active."""
+    def list(self) -> list[ModelRow]:
+        """Newest first."""
         with read(self.engine) as conn:
             rows = conn.execute(_described().order_by(models.c.created_at.desc(), models.c.id)).mappings().all()
-        return [model_dict(r) for r in rows]
+        return [model_row(r) for r in rows]
 
-    def get(self, model_id: str) -> dict:
+    def get(self, model_id: str) -> ModelRow:
         with read(self.engine) as conn:
             row = conn.execute(_described().where(models.c.id == model_id)).mappings().first()
         if row is None:
             raise NotFound(f"model {model_id!r} is not registered")
-        return model_dict(row)
+        return model_row(row)
 
     def checkpoint_bytes(self, model_id: str) -> bytes:
         """The checkpoint, its SHA-256 checked again on every read (a shipped model's file is read from disk)."""
@@ -130,7 +131,7 @@ class ModelStore:
             return conn.execute(sa.select(sa.func.count()).select_from(models)
                                 .where(models.c.source == "trained")).scalar_one()
 
-    def oldest_trained(self, limit: int, exclude_active: bool = True) -> list[str]:
+    def oldest_trained(self, limit: int, exclude_active: bool = True) -> builtins.list[str]:  # list: the method
         """Ids of trained models, oldest first: the candidates a quota would remove."""
         query = sa.select(models.c.id).where(models.c.source == "trained")
         if exclude_active:
@@ -140,16 +141,16 @@ class ModelStore:
             return list(conn.execute(query.order_by(models.c.created_at, models.c.id).limit(limit)).scalars())
 
     # -- writing ---------------------------------------------------------------------------------------
-    def register_trained(self, model_id: str, checkpoint: bytes, sha256: str, created_at: str, info: dict) -> dict:
+    def register_trained(self, model_id: str, checkpoint: bytes, sha256: str, created_at: str, info: Info) -> ModelRow:
         """Verify (SHA-256, then that it loads), then insert. Raises IntegrityFailure or Conflict (id taken)."""
         verified(checkpoint, sha256, model_id, self.verify)
         with write(self.engine) as conn:
             insert_trained(conn, model_id, checkpoint, sha256, created_at, info)
         return self.get(model_id)
 
-    def upsert_shipped(self, model_id: str, path: Path | str, sha256: str, created_at: str, info: dict) -> dict:
+    def upsert_shipped(self, model_id: str, path: Path | str, sha256: str, created_at: str, info: Info) -> ModelRow:
         """Record (or refresh) a checkpoint shipped in weights/; refuses to overwrite a trained model's id."""
-        values = {"path": str(path), "sha256": sha256, "created_at": created_at, "info": json.dumps(info)}
+        values = {"path": str(path), "sha256": sha256, "created_at": created_at, "info": encode_info(info)}
         with write(self.engine) as conn:
             source = conn.execute(sa.select(models.c.source).where(models.c.id == model_id)
                                   .with_for_update()).scalar()

@@ -99,14 +99,14 @@ def test_legacy_data_is_imported_without_loss(db_url, tmp_path, checkpoints):
     legacy = build_legacy_data_dir(data_dir, checkpoints)
     storage = open_storage(db_url, legacy_data_dir=data_dir)
     try:
-        models = {m["id"]: m for m in storage.models.list()}
+        models = {m.id: m for m in storage.models.list()}
         assert set(models) == {"default", *legacy["trained"]}
-        assert (models["default"]["source"], models["default"]["path"]) == ("shipped", str(ROOT / "weights/default.pt"))
-        assert models["default"]["sha256"] == legacy["default_sha"]
+        assert (models["default"].source, models["default"].path) == ("shipped", str(ROOT / "weights/default.pt"))
+        assert models["default"].sha256 == legacy["default_sha"]
         for model_id, blob in legacy["trained"].items():
             assert storage.models.checkpoint_bytes(model_id) == blob
-            assert models[model_id]["source"] == "trained"
-        assert models["m-20260101-000000-aaaaaa"]["info"] == checkpoints[0].info
+            assert models[model_id].source == "trained"
+        assert models["m-20260101-000000-aaaaaa"].info.model_dump(exclude_unset=True) == checkpoints[0].info
         assert storage.models.active() == ("m-20260102-000000-bbbbbb", 1)
 
         jobs = {j["id"]: j for j in storage.jobs.list()}

@@ -1,13 +1,14 @@
 """ModelStore on both engines: verified registration, reads that re-check hashes, guarded delete and activate."""
 from __future__ import annotations
 
+import json
 import random
 import threading
 
 import pytest
 import sqlalchemy as sa
 
-from app.storage import Conflict, IntegrityFailure, NotFound, sha256_of
+from app.storage import CheckpointInfo, Conflict, IntegrityFailure, ModelRow, NotFound, sha256_of
 from app.storage.schema import active_model, models
 from tests.storage.helpers import register
 
@@ -18,9 +19,10 @@ def test_register_get_list_and_bytes_round_trip(storage, checkpoints):
     c0, c1 = checkpoints[0], checkpoints[1]
     described = register(storage, "m-0", c0)
     register(storage, "m-1", c1)
-    assert described == {"id": "m-0", "source": "trained", "path": None, "sha256": c0.sha256,
-                         "created_at": c0.created_at, "info": c0.info, "size": len(c0.blob), "active": False}
-    assert [m["id"] for m in storage.models.list()] == ["m-1", "m-0"]  # newest first
+    assert described == ModelRow(id="m-0", source="trained", path=None, sha256=c0.sha256, created_at=c0.created_at,
+                                 info=CheckpointInfo.model_validate(c0.info), size=len(c0.blob), active=False)
+    assert described.info.to_json() == json.dumps(c0.info, separators=(",", ":"))  # the row reads back as written
+    assert [m.id for m in storage.models.list()] == ["m-1", "m-0"]  # newest first
     assert storage.models.checkpoint_bytes("m-1") == c1.blob
     assert storage.models.count_trained() == 2
 
@@ -57,11 +59,11 @@ def test_shipped_models_are_files_and_cannot_be_deleted(storage, checkpoints, tm
     path.write_bytes(checkpoints[2].blob)
     shipped = storage.models.upsert_shipped("default", path, checkpoints[2].sha256, "2025-01-01T00:00:00+00:00",
                                             {"name": "default"})
-    assert (shipped["source"], shipped["path"], shipped["size"]) == ("shipped", str(path), None)
+    assert (shipped.source, shipped.path, shipped.size) == ("shipped", str(path), None)
     assert storage.models.checkpoint_bytes("default") == checkpoints[2].blob
     again = storage.models.upsert_shipped("default", path, checkpoints[2].sha256, "2025-02-01T00:00:00+00:00",
                                           {"name": "refreshed"})
-    assert (again["created_at"], again["info"]) == ("2025-02-01T00:00:00+00:00", {"name": "refreshed"})
+    assert (again.created_at, again.info) == ("2025-02-01T00:00:00+00:00", CheckpointInfo(name="refreshed"))
     with pytest.raises(Conflict, match="shipped"):
         storage.models.delete("default")
     register(storage, "m-0", checkpoints[0])
@@ -83,7 +85,7 @@ def test_activate_and_delete(storage, checkpoints):
     assert storage.models.activate("m-0") == 1
     assert storage.models.activate("m-0") == 2  # every activation bumps the version
     assert storage.models.active() == ("m-0", 2)
-    assert storage.models.get("m-0")["active"] and not storage.models.get("m-1")["active"]
+    assert storage.models.get("m-0").active and not storage.models.get("m-1").active
     with pytest.raises(Conflict, match="active"):
         storage.models.delete("m-0")
     assert storage.models.oldest_trained(10) == ["m-1"]
@@ -93,7 +95,7 @@ def test_activate_and_delete(storage, checkpoints):
         storage.models.delete("m-1")
     with pytest.raises(NotFound):
         storage.models.get("m-1")
-    assert [m["id"] for m in storage.models.list()] == ["m-0"]
+    assert [m.id for m in storage.models.list()] == ["m-0"]
 
 
 def test_concurrent_activations_leave_one_winner(storage, checkpoints):
@@ -102,16 +104,21 @@ def test_concurrent_activations_leave_one_winner(storage, checkpoints):
         register(storage, model_id, checkpoints[i % len(checkpoints)])
     barrier = threading.Barrier(len(ids))
     versions: dict[str, int] = {}
+    errors: list[BaseException] = []
 
     def activate(model_id: str) -> None:
-        barrier.wait()
-        versions[model_id] = storage.models.activate(model_id)
+        try:
+            barrier.wait()
+            versions[model_id] = storage.models.activate(model_id)
+        except BaseException as exc:  # a thread that dies must fail the test, saying why
+            errors.append(exc)
 
     threads = [threading.Thread(target=activate, args=(m,)) for m in ids]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     assert sorted(versions.values()) == list(range(1, len(ids) + 1))  # serialized: each saw the previous one
     winner = max(versions, key=versions.get)
     assert storage.models.active() == (winner, len(ids))
@@ -167,4 +174,4 @@ def test_activate_delete_storm_keeps_the_registry_consistent(storage, checkpoint
     assert unexpected == [] and dangling == []
     active_id, version = storage.models.active()
     assert version == activations[0]
-    assert active_id in {m["id"] for m in storage.models.list()}
+    assert active_id in {m.id for m in storage.models.list()}

@@ -2,34 +2,36 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter
 
+from ...registry import ModelInfo
 from ..deps import Managed, RegistryDep
 from ..schemas import ErrorResponse
 
 router = APIRouter(prefix="/models", tags=["models"])
-ERR = {code: {"model": ErrorResponse} for code in (401, 404, 409, 503)}
+ERR: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 503)}
 
 
-@router.get("", summary="Registered models, newest first")
-async def list_models(registry: RegistryDep) -> list[dict]:
+@router.get("", response_model=list[ModelInfo], summary="Registered models, newest first")
+async def list_models(registry: RegistryDep) -> list[ModelInfo]:
     return await asyncio.to_thread(registry.list)
 
 
-@router.get("/active", responses=ERR, summary="The active model")
-async def active_model(registry: RegistryDep) -> dict:
-    return await asyncio.to_thread(registry.describe, registry.active_id())
+@router.get("/active", response_model=ModelInfo, responses=ERR, summary="The active model")
+async def active_model(registry: RegistryDep) -> ModelInfo:
+    return await asyncio.to_thread(registry.describe_active)
 
 
-@router.get("/{model_id}", responses=ERR, summary="One model")
-async def get_model(model_id: str, registry: RegistryDep) -> dict:
+@router.get("/{model_id}", response_model=ModelInfo, responses=ERR, summary="One model")
+async def get_model(model_id: str, registry: RegistryDep) -> ModelInfo:
     return await asyncio.to_thread(registry.describe, model_id)
 
 
-@router.post("/{model_id}/activate", responses=ERR, dependencies=[Managed],
+@router.post("/{model_id}/activate", response_model=ModelInfo, responses=ERR, dependencies=[Managed],
              summary="Make a model active; requests in flight finish on the previous one")
-async def activate(model_id: str, registry: RegistryDep) -> dict:
+async def activate(model_id: str, registry: RegistryDep) -> ModelInfo:
     return await asyncio.to_thread(registry.activate, model_id)
 
 
