@@ -5,10 +5,21 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import TypedDict
 
 import uvicorn
 
 from .settings import get_settings
+
+
+class ServeOptions(TypedDict):
+    """The uvicorn.run keywords both ways of serving share, typed so the call is checked."""
+
+    host: str
+    port: int
+    log_level: str
+    access_log: bool
+    timeout_graceful_shutdown: int | None
 
 
 def serve() -> None:
@@ -18,8 +29,11 @@ def serve() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                   timeout_graceful_shutdown=settings.graceful_timeout_s)
+    # uvicorn annotates the graceful timeout as int but only passes it to asyncio.wait_for, which takes seconds as a
+    # float; SEQ2SEQ_GRACEFUL_TIMEOUT_S may be fractional.
+    options: ServeOptions = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
+                             "access_log": False,
+                             "timeout_graceful_shutdown": settings.graceful_timeout_s}  # type: ignore[typeddict-item]
     if settings.workers == 1:
         from .main import create_app
 

@@ -1,10 +1,18 @@
-"""Where the models run, decided once per process: what was asked for (SEQ2SEQ_DEVICE) and what was granted."""
+"""Where the models run, decided once per process: what was asked for (SEQ2SEQ_DEVICE) and what was granted.
+
+What a device name means ("auto": CUDA when present) is decided in one place, `model.training.resolve_device`,
+which the training process and the CLI use as well; the service adds only what serving needs: CUDA asked for
+but absent serves on the CPU instead of failing, and a CUDA failure later falls back the same way, said in
+/readyz.
+"""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
 import torch
+
+from model.training import resolve_device
 
 log = logging.getLogger("seq2seq.device")
 
@@ -26,10 +34,9 @@ class Device:
 
 
 def resolve(asked: str) -> Device:
-    if asked == "auto":
-        return Device(asked, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    if asked.startswith("cuda") and not torch.cuda.is_available():
-        device = Device(asked, torch.device("cpu"), f"{asked} was asked for but CUDA is not available; serving on cpu")
+    try:
+        return Device(asked, resolve_device(asked))
+    except RuntimeError as exc:  # resolve_device refuses a CUDA device where CUDA is not available
+        device = Device(asked, torch.device("cpu"), f"{exc}; serving on cpu")
         log.warning(device.note)
         return device
-    return Device(asked, torch.device(asked))

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .storage.engine import default_url
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -17,7 +19,7 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Field(ROOT / "data", description="what this machine keeps: the SQLite database, the API key")
     database_url: str | None = Field(None, description="sqlite:///PATH or postgresql://user:pass@host:port/db; "
-                                     "default sqlite:///<data_dir>/seq2seq.db")
+                                     "unset: a SQLite file in data_dir (storage.default_url)")
     workers: int = Field(1, ge=1, le=64, description="serving processes on one port")
     weights_dir: Path = Field(ROOT / "weights", description="shipped, read-only checkpoints")
     default_model: str = "default"  # active when none was chosen yet
@@ -57,10 +59,10 @@ class Settings(BaseSettings):
     log_level: str = "info"
     graceful_timeout_s: float = 10.0
 
-
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'seq2seq.db'}"
+        """The database to open: SEQ2SEQ_DATABASE_URL, or the default file in the data directory."""
+        return self.database_url or default_url(self.data_dir)
 
 
 @lru_cache(maxsize=1)
