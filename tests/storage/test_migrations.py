@@ -7,21 +7,23 @@ import sys
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from app.storage import head_revision, make_engine, migrate
 from app.storage.migrate import current_revision
+from app.storage.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"models", "active_model", "jobs", "storage_meta", "alembic_version"}
 
-# Each process imports first, then waits for the go file, so that they all call migrate() at the same moment.
+# Each process imports first, says so, and waits for "go" on stdin: once all are ready they call migrate() together.
 MIGRATOR = """
-import json, os, sys, time
+import json, sys
 from app.storage import migrate
-deadline = time.monotonic() + 30
-while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
-    time.sleep(0.005)
-print(json.dumps(migrate(sys.argv[1]).applied))
+print("ready", flush=True)
+if sys.stdin.readline() == "go\\n":
+    print(json.dumps(migrate(sys.argv[1]).applied))
 """
 
 
@@ -48,12 +50,16 @@ def test_migrate_builds_the_schema_once(db_url):
         engine.dispose()
 
 
-def test_concurrent_starts_migrate_exactly_once(db_url, tmp_path):
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", MIGRATOR, db_url, str(go)], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    go.touch()
-    outputs = [p.communicate(timeout=60) for p in procs]
+def test_concurrent_starts_migrate_exactly_once(db_url):
+    procs = [subprocess.Popen([sys.executable, "-c", MIGRATOR, db_url], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    ready = [p.stdout.readline() for p in procs]
+    if ready == ["ready\n"] * 3:
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+    outputs = [p.communicate(timeout=60) for p in procs]  # closes stdin: without "go", a process ends at once
+    assert ready == ["ready\n"] * 3, [err for _, err in outputs]
     assert [p.returncode for p in procs] == [0] * 3, [err for _, err in outputs]
     applied = sorted(json.loads(out) for out, _ in outputs)
     assert applied == [[], [], ["0001"]]  # one process migrated; the others found it done
@@ -78,3 +84,38 @@ def test_cli_migrates_and_the_package_stays_out_of_the_service(tmp_path):
     assert json.loads(result)["applied"] == ["0001"]
     assert imported == "[]"  # no HTTP layer, no service module, no torch just to migrate
     assert tables(url) >= TABLES
+
+
+def schema_differences(url: str, target: sa.MetaData) -> list:
+    """What Alembic's autogenerate would change to make the database match `target` (types and defaults too)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            return compare_metadata(context, target)
+    finally:
+        engine.dispose()
+
+
+def check_constraints(url: str) -> set[tuple[str, str]]:
+    engine = make_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        return {(table, ck["name"]) for table in inspector.get_table_names() for ck in inspector.get_check_constraints(table)}
+    finally:
+        engine.dispose()
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_queries(db_url):
+    """schema.py (what the stores query) and migrations/ (what creates the tables) are written apart; a table,
+    column, type, default, index, unique or foreign key in one and not the other is a difference here, and so is
+    a CHECK constraint's name (autogenerate does not compare those)."""
+    migrate(db_url)
+    assert schema_differences(db_url, metadata) == []
+    assert check_constraints(db_url) == {(table.name, ck.name) for table in metadata.tables.values()
+                                         for ck in table.constraints if isinstance(ck, sa.CheckConstraint)}
+    widened = sa.MetaData()  # the comparison sees a difference when there is one
+    for table in metadata.tables.values():
+        table.to_metadata(widened)
+    widened.tables["models"].append_column(sa.Column("added", sa.Integer))
+    assert [diff[0] for diff in schema_differences(db_url, widened)] == ["add_column"]
