@@ -22,6 +22,17 @@ class Metrics:
                                      registry=r)
         self.active_model = Gauge("seq2seq_active_model", "1 for the active model", ["model"], registry=r)
         self.jobs = Gauge("seq2seq_jobs", "Training jobs by status", ["status"], registry=r)
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
+        """Count a request. Its labels come from closed sets, so the children are kept: a labels() lookup per
+        request costs as much as the rest of the accounting."""
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (self.requests.labels(*key), self.latency.labels(*key))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def set_active(self, model_id: str | None) -> None:
         self.active_model.clear()

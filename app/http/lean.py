@@ -26,9 +26,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 JSON = "application/json"
-Endpoint = Callable[..., Awaitable[bytes]]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -49,7 +49,7 @@ def parse_body(model: type[M], content_type: str | None, raw: bytes) -> M:
             from None
 
 
-def _body_model(endpoint: Endpoint) -> type[BaseModel] | None:
+def _body_model(endpoint: Callable[..., Awaitable[bytes]]) -> type[BaseModel] | None:
     """The pydantic model of the endpoint's `body` parameter, if it has one."""
     parameter = inspect.signature(endpoint, eval_str=True).parameters.get("body")
     if parameter is None:
@@ -60,16 +60,30 @@ def _body_model(endpoint: Endpoint) -> type[BaseModel] | None:
 
 
 class LeanRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint: Endpoint = self.endpoint
-        body_model = _body_model(endpoint)
+    """Its ASGI app reads the request and writes the answer itself: no Request-scoped exit stacks, no handler
+    wrapper per request. Errors propagate to the app's ExceptionMiddleware, whose handlers are the app's own.
+    get_route_handler builds the same answer for FastAPI's request/response wrapper, which FastAPI uses only
+    when the route is included through include_router (create_app adds routes to the app's table directly)."""
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self._body_model = _body_model(endpoint)
+        self.app = self._serve
+
+    async def _answer(self, request: Request) -> bytes:
+        if self._body_model is None:
+            return await self.endpoint(request=request)
+        body = parse_body(self._body_model, request.headers.get("content-type"), await request.body())
+        return await self.endpoint(request=request, body=body)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self._answer(Request(scope, receive))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         async def handler(request: Request) -> Response:
-            if body_model is None:
-                answer = await endpoint(request=request)
-            else:
-                body = parse_body(body_model, request.headers.get("content-type"), await request.body())
-                answer = await endpoint(request=request, body=body)
-            return Response(answer, media_type=JSON)
+            return Response(await self._answer(request), media_type=JSON)
 
         return handler

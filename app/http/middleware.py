@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 
 from ..metrics import Metrics
 from ..security import ManagedRoutes, key_matches
-from .errors import CODES
+from .errors import error_body
 
 log = logging.getLogger("seq2seq.errors")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -92,13 +92,11 @@ class ServiceMiddleware:
         path = getattr(route, "path", None) or "unmatched"
         label = method if method in METHODS else "OTHER"
         status = str(status_holder[0] or 500)
-        elapsed = time.perf_counter() - start
-        self.metrics.requests.labels(label, path, status).inc()
-        self.metrics.latency.labels(label, path, status).observe(elapsed)
+        self.metrics.observe_request(label, path, status, time.perf_counter() - start)
 
 
 async def _reply(send, status: int, request_id: str, message: str, headers: list | None = None) -> None:
-    body = json.dumps({"error": CODES[status], "message": message, "request_id": request_id}).encode()
+    body = json.dumps(error_body(request_id, status, message)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
