@@ -143,3 +143,31 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 ERRORS = errors(404, 413, 415, 422, 503)
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready, or unavailable (then the answer is 503)")
+    database: str = Field(description="ok, or unavailable with the reason; models already loaded are served anyway")
+    model: str | None = Field(None, description="the model this process serves")
+    device: str | None = None
+    device_note: str | None = Field(None, description="why the device differs from the one asked for")
+    reason: str | None = Field(None, description="why no model is ready")
+
+
+class Info(BaseModel):
+    version: str
+    auth_required: bool = Field(description="whether management needs the API key")
+    active_model: dict[str, Any] | None = Field(description="the active model, as GET /models/{id} describes it")
+
+
+class Corpus(BaseModel):
+    description: str
+    sequences: list[list[int]]
+
+
+PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                         "description": "Prometheus text exposition format 0.0.4"}}

@@ -3,11 +3,10 @@ import asyncio
 import random
 import signal
 import threading
-import time
 
 import httpx
 
-from tests.conftest import same_answer
+from tests.conftest import poll, same_answer
 
 
 def test_endpoints_answer_over_http(server):
@@ -93,9 +92,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(make_server):
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 30
-    while len(results) < 100 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    poll(lambda: len(results) >= 100, 30, message="100 answers under load")
     code = srv.stop(signal.SIGTERM)
     stop.set()
     for t in threads:

@@ -8,12 +8,14 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..schemas import PROMETHEUS_TEXT, Health, Readiness
+
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="200 while the process serves")
-async def healthz() -> dict:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Health, summary="200 while the process serves")
+async def healthz() -> Health:
+    return Health(status="ok")
 
 
 def _database_state(engine) -> str:
@@ -42,21 +44,21 @@ async def _database(state) -> str:
         return "unavailable (timeout)"
 
 
-@router.get("/readyz", summary="200 while a model is loaded (even if the database is away); 503 with the reason otherwise")
-async def readyz(request: Request):
+@router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
+            responses={503: {"model": Readiness, "description": "no model is ready; the reason says why"}},
+            summary="200 while a model is loaded (even if the database is away); 503 with the reason otherwise")
+async def readyz(request: Request) -> Readiness | JSONResponse:
     state = request.app.state
     active = state.registry.active
     database = await _database(state)
     if active is None:
-        return JSONResponse({"status": "unavailable", "reason": state.registry.active_error or "starting",
-                             "database": database}, status_code=503)
-    body = {"status": "ready", "model": active.id, "device": str(active.device), "database": database}
-    if state.device.note:
-        body["device_note"] = state.device.note
-    return body
+        unready = Readiness(status="unavailable", reason=state.registry.active_error or "starting", database=database)
+        return JSONResponse(unready.model_dump(exclude_none=True), status_code=503)
+    return Readiness(status="ready", model=active.id, device=str(active.device), database=database,
+                     device_note=state.device.note)
 
 
-@router.get("/metrics", summary="Prometheus text format")
+@router.get("/metrics", response_class=Response, responses=PROMETHEUS_TEXT, summary="Prometheus text format")
 async def metrics(request: Request) -> Response:
     state = request.app.state
     state.metrics.set_active(state.registry.active.id if state.registry.active else None)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from fastapi import APIRouter, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse
 
 from ...errors import NotFound
+from ..schemas import Corpus, Info, errors
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
 router = APIRouter(tags=["page"])
@@ -19,18 +20,21 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/info", summary="What a client needs to know: version, whether an API key is required, the active model")
-async def info(request: Request) -> dict:
+@router.get("/info", response_model=Info,
+            summary="What a client needs to know: version, whether an API key is required, the active model")
+async def info(request: Request) -> Info:
     state = request.app.state
     active = None
     if state.registry.active is not None:
         active = await asyncio.to_thread(state.registry.describe, state.registry.active.id)
-    return {"version": request.app.version, "auth_required": state.api_key is not None, "active_model": active}
+    return Info(version=request.app.version, auth_required=state.api_key is not None,
+                active_model=jsonable_encoder(active))
 
 
-@router.get("/info/corpus", summary="The corpus the shipped default model was trained on")
-async def corpus(request: Request) -> dict:
+@router.get("/info/corpus", response_model=Corpus, responses=errors(404),
+            summary="The corpus the shipped default model was trained on")
+async def corpus(request: Request) -> Corpus:
     path = request.app.state.settings.weights_dir / "corpus.json"
     if not path.is_file():
         raise NotFound("no corpus ships with this server")
-    return json.loads(path.read_text())
+    return Corpus.model_validate_json(path.read_bytes())
