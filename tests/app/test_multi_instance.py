@@ -89,13 +89,12 @@ def test_activate_and_delete_storms_from_both_instances_leave_a_consistent_regis
     a, b = pair
     trained = [f"t{i}" for i in range(6)]
     _register_copies(database_url, trained)
-    rng = random.Random(0)
-    broken = []
+    broken: list = []  # every thread reports here; checked once all have ended
 
     def storm(srv, seed):
         try:
             _storm(srv, seed)
-        except Exception as exc:  # a thread that dies must fail the test, not end quietly
+        except BaseException as exc:  # a thread that dies must fail the test, not end quietly
             broken.append(repr(exc))
 
     def _storm(srv, seed):
@@ -115,7 +114,7 @@ def test_activate_and_delete_storms_from_both_instances_leave_a_consistent_regis
                 if active.status_code != 200:  # the pointer must never name a missing model
                     broken.append(("active", active.status_code, active.text))
 
-    threads = [threading.Thread(target=storm, args=(srv, rng.random())) for srv in (a, b, a, b)]
+    threads = [threading.Thread(target=storm, args=(srv, seed)) for seed, srv in enumerate((a, b, a, b))]
     for t in threads:
         t.start()
     for t in threads:
