@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter
 
 from ...registry import ModelInfo
 from ..deps import Managed, RegistryDep
-from ..schemas import ErrorResponse
+from ..schemas import errors
 
 router = APIRouter(prefix="/models", tags=["models"])
-ERR: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 503)}
+ERR = errors(401, 404, 409, 503)
 
 
 @router.get("", response_model=list[ModelInfo], summary="Registered models, newest first")
