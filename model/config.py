@@ -2,7 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
+
+from .bounds import FieldError, Interval
+
+# What each field of a config may be; job bodies narrow these with the service's caps (model/jobspec.py).
+MODEL_BOUNDS = {"vocab_size": Interval(2), "seq_length": Interval(2),  # a start token and one to predict
+                "embedding_dim": Interval(1), "hidden_dim": Interval(1)}
+TRAIN_BOUNDS = {"steps": Interval(1), "batch_size": Interval(1), "learning_rate": Interval(0, low_open=True),
+                "teacher_forcing_ratio": Interval(0, 1), "lr_decay": Interval(0, 1), "full_batch": Interval(0),
+                "target_accuracy": Interval(0, 1, low_open=True), "eval_every": Interval(1), "eval_size": Interval(1)}
 
 
 @dataclass(frozen=True)
@@ -16,13 +25,8 @@ class ModelConfig:
     attention: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "seq_length", "embedding_dim", "hidden_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.vocab_size < 2:
-            raise ValueError("vocab_size must be at least 2")
-        if self.seq_length < 2:
-            raise ValueError("seq_length must be at least 2 (a start token and one to predict)")
+        for name, bounds in MODEL_BOUNDS.items():
+            bounds.check(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -34,7 +38,9 @@ class ModelConfig:
 
 # Training recipes: the values a TrainConfig takes for the fields it is not given. "default" is the product's,
 # chosen by measurement (bench/calibration.py, bench/train_speed.py); "seed" is the seed's exact recipe.
-RECIPES: dict[str, dict[str, Any]] = {
+# A new recipe is a name in Recipe (so the API lists it) and its values here.
+Recipe = Literal["default", "seed"]
+RECIPES: dict[Recipe, dict[str, Any]] = {
     "default": {
         "steps": 1000,  # the copy task reaches 99.9% in 175-525 and stops there (with a target)
         "batch_size": 64,
@@ -49,6 +55,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "full_batch": 0, "eval_every": 100,
     },
 }
+if set(RECIPES) != set(get_args(Recipe)):
+    raise RuntimeError(f"every Recipe needs its values in RECIPES: {sorted(set(get_args(Recipe)) ^ set(RECIPES))}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class TrainConfig:
     TrainConfig() is the product's default recipe; TrainConfig(recipe="seed") the seed's (its "epochs" are our
     steps); TrainConfig(recipe="seed", steps=500) the seed's with 500 steps."""
 
-    recipe: str = "default"
+    recipe: Recipe = "default"
     steps: int = None  # type: ignore[assignment]  # None: the recipe's (likewise below)
     batch_size: int = None  # type: ignore[assignment]
     learning_rate: float = None  # type: ignore[assignment]
@@ -74,32 +82,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+            raise FieldError("recipe", f"must be one of {sorted(RECIPES)}, got {self.recipe!r}")
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0.0 <= self.teacher_forcing_ratio <= 1.0:
-            raise ValueError(f"teacher_forcing_ratio must be in [0, 1], got {self.teacher_forcing_ratio}")
-        if not 0.0 <= self.lr_decay <= 1.0:
-            raise ValueError(f"lr_decay must be in [0, 1], got {self.lr_decay}")
-        if self.full_batch < 0:
-            raise ValueError(f"full_batch must be at least 0, got {self.full_batch}")
-        if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
-            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
-        if self.eval_every < 1:
-            raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
-        if self.eval_size < 1:
-            raise ValueError(f"eval_size must be at least 1, got {self.eval_size}")
+        for name, bounds in TRAIN_BOUNDS.items():
+            if getattr(self, name) is not None:  # target_accuracy may be None: no target
+                bounds.check(name, getattr(self, name))
         if self.prefix_lengths is not None:
             object.__setattr__(self, "prefix_lengths", tuple(sorted(set(int(p) for p in self.prefix_lengths))))
             if not self.prefix_lengths or min(self.prefix_lengths) < 1:
-                raise ValueError("prefix_lengths must be a non-empty list of lengths >= 1")
+                raise FieldError("prefix_lengths", "must be a non-empty list of lengths >= 1")
 
     def learning_rate_at(self, step: int) -> float:
         """The learning rate of step 1..steps: constant, then falling linearly over the last lr_decay of the run."""

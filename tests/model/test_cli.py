@@ -29,11 +29,22 @@ def test_train_from_a_job_body_and_from_a_corpus_file(tmp_path):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"dataset": {"sequences": [[1, 2, 3, 4, 5]] * 3},
                                "model": {"attention": False, "hidden_dim": 8}, "training": {"steps": 5},
-                               "activate": "if_better", "name": "offline"}))  # service-only keys are ignored
+                               "activate": "if_better", "name": "offline"}))  # read, and checked, as POST /jobs does
     proc = run("train", "--job", str(job))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 5 and "top1_agreement" in summary and summary["attention"] is False
+
+
+def test_a_job_body_is_refused_offline_as_the_service_refuses_it(tmp_path):
+    job = tmp_path / "job.json"
+    for body, words in (({"dataset": {"sequences": [[1, 2, 3, 4, 5], [1, 2, 3, 4, 12]]}},
+                         "dataset.sequences[1][4]: token 12 is outside the vocabulary 0..9"),
+                        ({"dataset": {"generator": "random"}, "model": {"hidden_dim": 513}}, "model.hidden_dim"),
+                        ({"dataset": {"generator": "random"}, "activate": "sometimes"}, "activate")):
+        job.write_text(json.dumps(body))
+        proc = run("train", "--job", str(job))
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
 
 
 def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path):
