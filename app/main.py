@@ -27,7 +27,7 @@ from .http.deps import MANAGEMENT_KEY
 from .http.middleware import ServiceMiddleware
 from .http.routes import health, inference, jobs, models, pages
 from .inference.engine import Engine
-from .jobs import JobRunner, JobService
+from .jobs import JobService, build_runner
 from .metrics import Metrics
 from .registry import Registry
 from .security import ManagedRoutes, resolve_key
@@ -114,9 +114,7 @@ async def _run_jobs(settings: Settings, store: storage.Storage, device: devices.
     """Run the job runner once this process holds the instance's runner lock; until then, try again now and then."""
     while (fd := try_lock(settings.data_dir / RUNNER_LOCK)) is None:
         await asyncio.sleep(RUNNER_RETRY_S)
-    runner = JobRunner(store, device, slots=settings.job_workers, lease_s=settings.job_lease_s,
-                       threads=settings.job_threads, default_model=settings.default_model,
-                       standby=settings.job_standby, on_activated=registry.follow, on_change=service.changed)
+    runner = build_runner(settings, store, device, on_activated=registry.follow, on_change=service.changed)
     service.runner = runner
     await runner.start()
     try:

@@ -1,10 +1,11 @@
 """`python -m app.worker` (`make worker`): a training worker that needs only the database.
 
 It claims jobs from the shared queue, trains them on its own device (SEQ2SEQ_DEVICE; CUDA when present),
-streams progress into the database and registers each model in the same transaction that ends its job. It
-runs SEQ2SEQ_JOB_WORKERS jobs at once (at least one). SIGTERM hands the running jobs back to the queue (their
-attempt is not counted, so another worker starts them again at once) and exits 0. It imports the model, the
-storage layer and the job runner; never the HTTP app.
+streams progress into the database and registers each model in the same transaction that ends its job. It is
+the runner a serving instance runs (app.jobs.build_runner, the same settings): SEQ2SEQ_JOB_WORKERS jobs at once
+(at least one), a warmed-up spare with SEQ2SEQ_JOB_STANDBY. SIGTERM hands the running jobs back to the queue
+(their attempt is not counted, so another worker starts them again at once) and exits 0. It imports the model,
+the storage layer and the job runner; never the HTTP app.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import signal
 
 from . import device as devices
 from . import storage
-from .jobs.runner import JobRunner
+from .jobs import build_runner
 from .settings import get_settings
 
 log = logging.getLogger("seq2seq.worker")
@@ -24,8 +25,7 @@ async def run() -> None:
     settings = get_settings()
     store = storage.open_storage(settings.db_url, legacy_data_dir=None)
     device = devices.resolve(settings.device)
-    runner = JobRunner(store, device, slots=max(1, settings.job_workers), lease_s=settings.job_lease_s,
-                       threads=settings.job_threads, default_model=settings.default_model)
+    runner = build_runner(settings, store, device)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,6 +27,8 @@ SCREEN_SIZE = 1_000  # held-out items checked before the full set, so evaluation
 
 @dataclass(frozen=True)
 class Progress:
+    """How far a run is; the job protocol (app/jobs/protocol.py) sends this very type, field by field name."""
+
     step: int
     total_steps: int
     loss: float
@@ -153,7 +155,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
             return
         last_report[0] = time.perf_counter()
         elapsed = last_report[0] - started
-        on_progress(Progress(step, total, loss, accuracy, elapsed, elapsed / step * (total - step)))
+        on_progress(Progress(step=step, total_steps=total, loss=loss, accuracy=accuracy, elapsed_seconds=elapsed,
+                             eta_seconds=elapsed / step * (total - step)))
 
     for step in range(1, total + 1):
         if should_stop is not None and should_stop():
@@ -209,7 +212,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         "total_seconds": round(time.perf_counter() - started, 3),
         "device": str(dev),
     }
-    if not dataset.is_random:  # the seed's copy task on the corpus's distinct sequences, for reference
+    if dataset.sequences is not None:  # a corpus: the seed's copy task on its distinct sequences, for reference
         metrics["seq_acc"] = evaluate(model, copy_set(torch.unique(dataset.table, dim=0)))
         metrics.update(calibration(model, dataset.sequences, prefix_lengths))
         metrics["full_batch_examples"] = 0 if full is None else full[1].numel()

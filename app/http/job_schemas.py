@@ -1,7 +1,12 @@
-"""The POST /jobs body: types and bounds. Fields left out take the model's defaults (the recipe's for training)."""
+"""The jobs API's shapes: the POST /jobs body and the job as every 2xx answer shows it.
+
+The body is a thin typed shape over model/jobspec.py: the JSON types, and bounds that are jobspec's own Intervals
+(so OpenAPI shows them and a 422 names each field), then to_spec builds the one validated JobSpec by the model's
+rules. Fields left out take the model's defaults (the recipe's for training).
+"""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -12,15 +17,34 @@ from pydantic import (
     StrictInt,
     Tag,
     field_validator,
-    model_validator,
 )
 
-from ..errors import InvalidInput
+from model.config import ModelConfig, Recipe, TrainConfig
+from model.jobspec import (
+    ATTEMPTS,
+    DATASET_KINDS,
+    DEFAULT_ACTIVATE,
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_NAME_LENGTH,
+    MAX_SEQUENCES,
+    MODEL_LIMITS,
+    TRAINING_LIMITS,
+    Activation,
+    JobError,
+    JobSpec,
+    build_spec,
+    check_sequences,
+)
+from model.limits import MAX_SEQ_LENGTH
 
-MAX_SEQUENCES = 100_000
-MAX_LENGTH = 64  # the longest seq_length a job may ask for
-MAX_VOCAB = 1000
-MAX_EVAL_ITEMS = 1_000_000  # (prefix, sequence) pairs a corpus job evaluates on
+from ..errors import InvalidInput
+from ..storage.jobs import JobRow
+from ..storage.schema import JOB_STATUSES
+
+
+def _named(error: JobError) -> InvalidInput:
+    """The model's refusal as the service's, with its field named the way it was sent."""
+    return InvalidInput(error.field, error.reason)
 
 
 class RandomData(BaseModel):
@@ -35,26 +59,17 @@ class Corpus(BaseModel):
 
     @field_validator("sequences", mode="before")
     @classmethod
-    def first_problem_only(cls, value):
-        """Stop at the first bad item, naming it: 100,000 bad tokens must cost one short answer, not 100,000
-        error entries. Lengths are checked before items, so an absurd inner list is never walked."""
+    def first_problem_only(cls, value: Any) -> Any:
+        """One short answer for 100,000 bad tokens, not 100,000 error entries (pydantic's message names a type)."""
         if not isinstance(value, list):
-            return value  # pydantic's own message names the type
-        if len(value) > MAX_SEQUENCES:
-            raise InvalidInput("dataset.sequences", f"has {len(value)} sequences; at most {MAX_SEQUENCES}")
-        for i, seq in enumerate(value):
-            if not isinstance(seq, list):
-                raise InvalidInput(f"dataset.sequences[{i}]", f"must be a list of tokens, got {type(seq).__name__}")
-            if not 1 <= len(seq) <= MAX_LENGTH:
-                raise InvalidInput(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; a model allows 2 to {MAX_LENGTH}")
-            for j, tok in enumerate(seq):
-                if type(tok) is not int or not 0 <= tok < MAX_VOCAB:
-                    raise InvalidInput(f"dataset.sequences[{i}][{j}]",
-                                     f"must be a token from 0 to {MAX_VOCAB - 1}, got {str(tok)[:20]!r}")
-        return value
+            return value
+        try:
+            return check_sequences(value)
+        except JobError as exc:
+            raise _named(exc) from None
 
 
-def _dataset_kind(data) -> str | None:
+def _dataset_kind(data: Any) -> str | None:
     if isinstance(data, dict):
         return "corpus" if "sequences" in data else "random" if "generator" in data else None
     return "corpus" if isinstance(data, Corpus) else "random" if isinstance(data, RandomData) else None
@@ -62,37 +77,41 @@ def _dataset_kind(data) -> str | None:
 
 # Told apart by their key, so an error speaks of the dataset that was sent rather than of both kinds.
 Dataset = Annotated[Annotated[Corpus, Tag("corpus")] | Annotated[RandomData, Tag("random")],
-                    Discriminator(_dataset_kind, custom_error_type="dataset_kind",
-                                  custom_error_message='dataset must be {"sequences": [[...], ...]} or {"generator": "random"}')]
+                    Discriminator(_dataset_kind, custom_error_type="dataset_kind", custom_error_message=DATASET_KINDS)]
+MODEL = ModelConfig()  # the defaults a field left out takes
 
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    attention: StrictBool = True
-    embedding_dim: StrictInt = Field(16, ge=1, le=512)
-    hidden_dim: StrictInt = Field(32, ge=1, le=512)
-    vocab_size: StrictInt = Field(10, ge=2, le=MAX_VOCAB)
-    seq_length: StrictInt = Field(5, ge=2, le=MAX_LENGTH)
+    attention: StrictBool = MODEL.attention
+    embedding_dim: StrictInt = Field(MODEL.embedding_dim, **MODEL_LIMITS["embedding_dim"].as_field())
+    hidden_dim: StrictInt = Field(MODEL.hidden_dim, **MODEL_LIMITS["hidden_dim"].as_field())
+    vocab_size: StrictInt = Field(MODEL.vocab_size, **MODEL_LIMITS["vocab_size"].as_field())
+    seq_length: StrictInt = Field(MODEL.seq_length, **MODEL_LIMITS["seq_length"].as_field())
 
 
 class TrainingSpec(BaseModel):
-    """Types and bounds only; a field left out takes the recipe's value (model.config.RECIPES), so the
-    product's defaults live in one place."""
+    """A field left out (or null) takes the recipe's value (model.config.RECIPES)."""
+
     model_config = ConfigDict(extra="forbid")
-    recipe: Literal["default", "seed"] = Field("default", description="'default': chosen by measurement for "
-                                               "calibrated probabilities and fast training; 'seed': the seed's recipe")
-    steps: StrictInt | None = Field(None, ge=1, le=1_000_000)
-    batch_size: StrictInt | None = Field(None, ge=1, le=4096)
-    learning_rate: float | None = Field(None, gt=0, le=10)
-    teacher_forcing_ratio: float | None = Field(None, ge=0, le=1, description="1.0 learns a corpus's frequencies best")
-    lr_decay: float | None = Field(None, ge=0, le=1, description="fraction of the steps, at the end, over which "
-                                                                  "the learning rate falls to zero")
-    full_batch: StrictInt | None = Field(None, ge=0, le=1_000_000, description="a corpus with at most this many "
-                                         "distinct examples trains on all of them each step")
-    seed: StrictInt = Field(0, ge=0, le=2**31 - 1)
-    target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once the held-out metric reaches this")
-    eval_every: StrictInt | None = Field(None, ge=1, le=1_000_000)
-    prefix_lengths: list[StrictInt] | None = Field(None, min_length=1, max_length=64)
+    recipe: Recipe = Field(TrainConfig.recipe, description="'default': chosen by measurement for calibrated "
+                                                           "probabilities and fast training; 'seed': the seed's recipe")
+    steps: StrictInt | None = Field(None, **TRAINING_LIMITS["steps"].as_field())
+    batch_size: StrictInt | None = Field(None, **TRAINING_LIMITS["batch_size"].as_field())
+    learning_rate: float | None = Field(None, **TRAINING_LIMITS["learning_rate"].as_field())
+    teacher_forcing_ratio: float | None = Field(None, **TRAINING_LIMITS["teacher_forcing_ratio"].as_field(),
+                                                description="1.0 learns a corpus's frequencies best")
+    lr_decay: float | None = Field(None, **TRAINING_LIMITS["lr_decay"].as_field(),
+                                   description="fraction of the steps, at the end, over which the learning rate falls "
+                                               "to zero")
+    full_batch: StrictInt | None = Field(None, **TRAINING_LIMITS["full_batch"].as_field(),
+                                         description="a corpus with at most this many distinct examples trains on all "
+                                                     "of them each step")
+    seed: StrictInt = Field(TrainConfig.seed, **TRAINING_LIMITS["seed"].as_field())
+    target_accuracy: float | None = Field(None, **TRAINING_LIMITS["target_accuracy"].as_field(),
+                                          description="stop once the held-out metric reaches this")
+    eval_every: StrictInt | None = Field(None, **TRAINING_LIMITS["eval_every"].as_field())
+    prefix_lengths: list[StrictInt] | None = Field(None, min_length=1, max_length=MAX_SEQ_LENGTH)
 
 
 class JobRequest(BaseModel):
@@ -106,29 +125,72 @@ class JobRequest(BaseModel):
     dataset: Dataset
     model: ModelSpec = ModelSpec()
     training: TrainingSpec = TrainingSpec()
-    activate: Literal["never", "always", "if_better"] = Field(
-        "if_better", description="if_better: only when the new model scores at least as well as the active one "
-                                 "on this job's held-out evaluation set")
-    name: str | None = Field(None, max_length=100)
-    max_attempts: StrictInt = Field(2, ge=1, le=10, description="runs at most this many times if its worker is lost")
+    activate: Activation = Field(DEFAULT_ACTIVATE, description="if_better: only when the new model scores at least as "
+                                                               "well as the active one on this job's held-out "
+                                                               "evaluation set")
+    name: str | None = Field(None, max_length=MAX_NAME_LENGTH)
+    max_attempts: StrictInt = Field(DEFAULT_MAX_ATTEMPTS, **ATTEMPTS.as_field(),
+                                    description="runs at most this many times if its worker is lost")
 
-    @model_validator(mode="after")
-    def sequences_fit_the_model(self):
-        if isinstance(self.dataset, Corpus):
-            L, V = self.model.seq_length, self.model.vocab_size
-            for i, seq in enumerate(self.dataset.sequences):
-                if len(seq) != L:
-                    raise InvalidInput(f"dataset.sequences[{i}]", f"has {len(seq)} tokens; the model's seq_length is {L}")
-                for j, tok in enumerate(seq):
-                    if not 0 <= tok < V:
-                        raise InvalidInput(f"dataset.sequences[{i}][{j}]", f"token {tok} is outside the vocabulary 0..{V - 1}")
-            lengths = len(self.training.prefix_lengths or range(L))
-            if len(self.dataset.sequences) * lengths > MAX_EVAL_ITEMS:
-                raise InvalidInput("dataset.sequences", f"{len(self.dataset.sequences)} sequences x {lengths} prefix "
-                                                      f"lengths make more than {MAX_EVAL_ITEMS} evaluation items; "
-                                                      "send fewer sequences or set training.prefix_lengths")
-        if self.training.prefix_lengths and max(self.training.prefix_lengths) > self.model.seq_length:
-            raise ValueError(f"training.prefix_lengths must be between 1 and seq_length {self.model.seq_length}")
-        if self.training.prefix_lengths and min(self.training.prefix_lengths) < 1:
-            raise ValueError("training.prefix_lengths must be at least 1")
-        return self
+    def to_spec(self) -> JobSpec:
+        """The one validated value the service stores and the training process runs. InvalidInput naming the
+        field when the model's rules refuse it (a token outside the vocabulary, prefix lengths past seq_length)."""
+        sequences = self.dataset.sequences if isinstance(self.dataset, Corpus) else None
+        try:
+            return build_spec(model=self.model.model_dump(), training=self.training.model_dump(exclude_none=True),
+                              sequences=sequences, activate=self.activate, name=self.name,
+                              max_attempts=self.max_attempts)
+        except JobError as exc:
+            raise _named(exc) from None
+
+
+# -- answers -------------------------------------------------------------------------------------------------
+class JobProgressView(BaseModel):
+    step: int = 0
+    total_steps: int | None = None
+    fraction: float | None = Field(None, description="0 to 1")
+    loss: float | None = None
+    accuracy: float | None = Field(None, description="the latest held-out evaluation; null before the first")
+    eta_seconds: float | None = None
+
+
+class HistoryPoint(BaseModel):
+    step: int
+    loss: float | None = None
+    accuracy: float | None = None
+
+
+class WorkerView(BaseModel):
+    host: str | None
+    pid: int | None
+
+
+class JobView(BaseModel):
+    """A job as GET /jobs/{id}, its list, its event stream, POST /jobs and cancel answer it."""
+
+    id: str
+    status: str = Field(json_schema_extra={"enum": list(JOB_STATUSES)})
+    progress: JobProgressView
+    history: list[HistoryPoint] = Field(description="the training curve, at most a few hundred points")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    model_id: str | None = Field(description="the id its model is registered under once it succeeds")
+    activated: bool
+    activation_reason: str | None
+    attempt: int
+    max_attempts: int
+    config: dict[str, Any] = Field(description="the job as submitted, its dataset as a count and a hash")
+    name: str | None
+    worker: WorkerView | None = Field(description="the process holding its lease, while it runs")
+
+    @classmethod
+    def of(cls, job: JobRow) -> JobView:
+        worker = WorkerView(host=job.worker_host, pid=job.worker_pid) if job.status == "running" else None
+        return cls.model_validate({
+            "id": job.id, "status": job.status, "progress": job.progress, "history": job.history,
+            "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+            "error": job.error, "model_id": job.model_id, "activated": job.activated,
+            "activation_reason": job.activation_reason, "attempt": job.attempt, "max_attempts": job.max_attempts,
+            "config": job.config, "name": job.config.get("name"), "worker": worker})

@@ -1,6 +1,9 @@
-"""Background training: the HTTP-facing service, the runner that trains jobs from the shared queue, the
-activation policy, the typed protocol with the training process, and that process."""
-from .runner import JobRunner
-from .service import STATUSES, TERMINAL, JobService
+"""Background training: the HTTP-facing service; the runner (scheduler) that claims jobs from the shared queue, built
+by factory.build_runner; the supervisor of one job's training process, which it starts through the launcher; the
+registration of a trained model and its activation policy; the typed protocol with the training process, and that
+process."""
+from .factory import build_runner
+from .scheduler import JobRunner
+from .service import JobService
 
-__all__ = ["STATUSES", "TERMINAL", "JobRunner", "JobService"]
+__all__ = ["JobRunner", "JobService", "build_runner"]

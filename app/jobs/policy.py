@@ -1,10 +1,12 @@
 """Whether a finished job's model becomes active: a pure function of the job's policy and its evaluation."""
 from __future__ import annotations
 
+from model.jobspec import Activation
+
 from .protocol import Gate
 
 
-def decide(policy: str, gate: Gate | None, compared_id: str | None) -> tuple[bool, str]:
+def decide(policy: Activation, gate: Gate | None, compared_id: str | None) -> tuple[bool, str]:
     """(activate?, the reason the job records). if_better compares on the job's own held-out set."""
     if policy == "never":
         return False, "not activated: activate was 'never'"

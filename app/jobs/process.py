@@ -1,8 +1,8 @@
 """One training job in its own process: `python -m app.jobs.process SPEC_FILE`, or
 `python -m app.jobs.process --standby PARENT_PID`, a warmed-up spare that reads the spec file's path on stdin.
 
-The spec (protocol.RunSpec) holds the POST /jobs body, where to write the checkpoint, the checkpoint of the
-model active when the job started (for the evaluation gate) and a thread budget. Progress and the result go
+The spec (protocol.RunSpec) holds the job (a model.jobspec.JobSpec), where to write the checkpoint, the checkpoint
+of the model active when the job started (for the evaluation gate) and a thread budget. Progress and the result go
 to stdout as protocol messages. SIGTERM cancels cooperatively between steps. Imports `model` and the
 protocol, never FastAPI or the database.
 """
@@ -20,11 +20,9 @@ import torch
 
 from model import checkpoint
 from model.evaluation import evaluate
-from model.jobspec import parse_job
-from model.training import Progress, train
+from model.training import Progress, TrainResult, train
 
-from .protocol import Gate, Message, Result, RunSpec, encode
-from .protocol import Progress as ProgressMessage
+from .protocol import Gate, Message, Result, RunMetrics, RunSpec, encode
 
 
 def emit(message: Message) -> None:
@@ -32,8 +30,9 @@ def emit(message: Message) -> None:
     sys.stdout.flush()
 
 
-def gate(run: RunSpec, spec, result) -> Gate:
+def gate(run: RunSpec, result: TrainResult) -> Gate:
     """Score the model that was active when the job started on this job's own held-out set."""
+    spec = run.spec
     new_score = result.metrics["accuracy"]
     if not run.compare_with:
         reason = "no active model to compare with" if run.compared_id is None else \
@@ -91,11 +90,11 @@ def main(argv: list[str]) -> int:
         job_path = line
     else:
         job_path = argv[0]
+        lower_priority()  # before reading the spec: reading it validates the whole dataset
     run = RunSpec.loads(Path(job_path).read_text())
     die_with_parent(run.parent_pid)
     torch.set_num_threads(run.threads)
-    lower_priority()
-    spec = parse_job(run.body)
+    spec = run.spec
     last = [0.0]
 
     def on_progress(p: Progress) -> None:
@@ -103,16 +102,17 @@ def main(argv: list[str]) -> int:
         if now - last[0] < 0.2 and p.step < p.total_steps and p.accuracy is None:
             return
         last[0] = now
-        emit(ProgressMessage(p.step, p.total_steps, p.loss, p.accuracy, p.eta_seconds, p.elapsed_seconds))
+        emit(p)
 
     result = train(spec.model, spec.training, spec.dataset(), device=run.device,
                    on_progress=on_progress, should_stop=lambda: cancelled[0])
+    metrics = RunMetrics.of(result.metrics)
     if result.status == "cancelled":
-        emit(Result("cancelled", result.metrics, result.history))
+        emit(Result("cancelled", metrics, result.history))
         return 0
     checkpoint.save(run.out, result.model, result.metrics, spec.training.to_dict(), result.data, result.history,
-                    name=run.name)
-    emit(Result("succeeded", result.metrics, result.history, gate(run, spec, result)))
+                    name=spec.name)
+    emit(Result("succeeded", metrics, result.history, gate(run, result)))
     return 0
 
 

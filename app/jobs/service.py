@@ -3,40 +3,30 @@ progress and history are database rows, so any replica answers for any job, wher
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
-import json
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
-from model.config import TrainConfig
 from model.data import corpus_hash
+from model.jobspec import JobSpec
 
 from .. import storage
 from ..errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from ..metrics import Metrics
 from ..settings import Settings
-from .runner import JobRunner
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-STATUSES = ("queued", "running", *TERMINAL)
-SHOWN = ("id", "status", "progress", "history", "created_at", "started_at", "finished_at", "error", "model_id",
-         "activated", "activation_reason", "attempt", "max_attempts", "config")
+from ..storage.jobs import JobRow, NewJob
+from .progress import JobProgress
+from .scheduler import JobRunner
 
 
-def summarize(body: dict) -> dict:
-    """The job's config as shown over HTTP: the dataset as a count and a hash, not 100,000 sequences."""
-    config = json.loads(json.dumps(body))
-    seqs = config["dataset"].get("sequences")
-    if seqs is not None:
-        config["dataset"] = {"sequences": len(seqs), "sha256": corpus_hash(seqs)}
+def shown_config(spec: JobSpec) -> dict[str, Any]:
+    """The job as shown over HTTP: its body, with the dataset as a count and a hash rather than 100,000 sequences."""
+    config = spec.to_dict()
+    if spec.sequences is not None:
+        config["dataset"] = {"sequences": len(spec.sequences), "sha256": corpus_hash(spec.sequences)}
     return config
-
-
-def shown(job: dict) -> dict:
-    out = {key: job[key] for key in SHOWN}
-    out["name"] = job["config"].get("name")
-    out["worker"] = {"host": job["worker_host"], "pid": job["worker_pid"]} if job["status"] == "running" else None
-    return out
 
 
 class JobService:
@@ -45,21 +35,20 @@ class JobService:
         self.settings = settings
         self.metrics = metrics
         self.runner = runner  # None when this instance trains nothing (SEQ2SEQ_JOB_WORKERS=0)
-        self._changed: asyncio.Condition | None = None
+        self._changed = asyncio.Condition()
 
     async def start(self) -> None:
-        self._changed = asyncio.Condition()
         await asyncio.to_thread(self.update_gauge)
 
     # -- reading ---------------------------------------------------------------------------------------
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str) -> JobRow:
         try:
-            return shown(self.store.jobs.get(job_id))
+            return self.store.jobs.get(job_id)
         except storage.NotFound:
             raise NotFound(f"job {job_id[:80]!r} does not exist") from None
 
-    def list(self, limit: int = 100) -> list[dict]:
-        return [shown(j) for j in self.store.jobs.list(limit)]
+    def list(self, limit: int = 100) -> builtins.list[JobRow]:
+        return self.store.jobs.list(limit)
 
     async def wait_for_change(self, timeout: float) -> None:
         """Until this process sees a change, or `timeout`: a job on another replica changes only in the database."""
@@ -74,8 +63,7 @@ class JobService:
 
     def changed(self) -> None:
         """Called from the runner (on the event loop) when a job of this process changes."""
-        if self._changed is not None:
-            asyncio.get_running_loop().create_task(self._notify())
+        asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -86,37 +74,30 @@ class JobService:
             self.metrics.jobs.labels(status).set(n)
 
     # -- writing ---------------------------------------------------------------------------------------
-    def submit(self, body: dict) -> dict:
-        """body: the validated request, fields left out absent, so the recipe fills them when the job runs."""
-        try:
-            training = TrainConfig.from_dict(body["training"])  # the model's own rules, once
-        except ValueError as exc:
-            raise InvalidInput("training", str(exc)) from None
-        self._check_size(body, training)
+    def submit(self, spec: JobSpec) -> JobRow:
+        """Queue a job validated once, at the HTTP layer; its body is stored for whichever runner claims it."""
+        self._check_size(spec)
         self._check_quotas()
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         suffix = secrets.token_hex(3)
-        steps = training.steps
-        job = {"id": f"job-{stamp}-{suffix}", "model_id": f"m-{stamp}-{suffix}", "config": summarize(body),
-               "body": body, "max_attempts": body.get("max_attempts", 2),
-               "progress": {"step": 0, "total_steps": steps, "fraction": 0.0, "loss": None, "accuracy": None,
-                            "eta_seconds": None}}
+        job = NewJob(id=f"job-{stamp}-{suffix}", model_id=f"m-{stamp}-{suffix}", config=shown_config(spec),
+                     body=spec.to_dict(), max_attempts=spec.max_attempts,
+                     progress=JobProgress.queued(spec.training.steps).to_json())
         created = self.store.jobs.submit(job, self.settings.job_queue)  # QueueFull (429) past the limit
         self.update_gauge()
-        return shown(created)
+        return created
 
-    def _check_size(self, body: dict, training: TrainConfig) -> None:
+    def _check_size(self, spec: JobSpec) -> None:
         """A valid body must not be able to exhaust memory: bound the work of one training step, whose batch is
         the whole corpus when it is small enough for full-batch passes."""
-        m = body["model"]
+        m, training = spec.model, spec.training
         batch = training.batch_size
-        sequences = body["dataset"].get("sequences")
-        if sequences is not None:
-            lengths = len(training.prefix_lengths or range(m["seq_length"]))
-            examples = len({tuple(s) for s in sequences}) * lengths
+        if spec.sequences is not None:
+            lengths = len(training.prefix_lengths or range(m.seq_length))
+            examples = len({tuple(s) for s in spec.sequences}) * lengths
             if examples <= training.full_batch:  # the model's rule: then every step takes all of them
                 batch = max(batch, examples)
-        work = batch * m["seq_length"] * max(m["hidden_dim"], m["embedding_dim"])
+        work = batch * m.seq_length * max(m.hidden_dim, m.embedding_dim)
         if work > self.settings.max_job_work:
             raise InvalidInput("training.batch_size", f"a step of {batch} examples x seq_length x hidden_dim is {work}; "
                                                       f"this service allows at most {self.settings.max_job_work}")
@@ -133,23 +114,23 @@ class JobService:
                                 f"(SEQ2SEQ_MAX_TRAINED_MODELS); {trained} exist and {pending} jobs will add more; "
                                 "delete models with DELETE /models/{id}")
 
-    async def cancel(self, job_id: str) -> dict:
+    async def cancel(self, job_id: str) -> JobRow:
         """A queued job ends at once; a running one, wherever it runs, within about 2 s."""
         try:
             job = await asyncio.to_thread(self.store.jobs.request_cancel, job_id)
         except storage.NotFound:
             raise NotFound(f"job {job_id[:80]!r} does not exist") from None
         deadline = asyncio.get_running_loop().time() + 1.9
-        while job["status"] not in TERMINAL and asyncio.get_running_loop().time() < deadline:
+        while not job.ended and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
             job = await asyncio.to_thread(self.store.jobs.get, job_id)
         await asyncio.to_thread(self.update_gauge)
-        return shown(job)
+        return job
 
     def delete(self, job_id: str) -> None:
         """Forget a finished job's record; its model, if any, stays in the registry."""
         job = self.get(job_id)
-        if job["status"] not in TERMINAL:
-            raise Conflict(f"job {job_id!r} is {job['status']}; cancel it first")
+        if not job.ended:
+            raise Conflict(f"job {job_id!r} is {job.status}; cancel it first")
         self.store.jobs.delete(job_id)
         self.update_gauge()

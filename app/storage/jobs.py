@@ -8,29 +8,95 @@ lease ran out back in the queue, or ends them 'failed' with 'worker lost' once t
 Lease times come from the database clock (clock.py), so machines with skewed clocks agree.
 
 `owner` must be unique per worker process instance (e.g. f"{host}:{pid}:{random}"): it is the lease's identity.
+The config, progress, history and body columns are JSON the jobs layer writes; the store keeps them as given.
 """
 from __future__ import annotations
 
+import builtins
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from . import clock
 from .checkpoints import verify_checkpoint
 from .engine import is_postgres, read, write
 from .errors import Conflict, NotFound, QueueFull, StorageError
 from .models import Verifier, activate_in, insert_trained, verified
-from .rows import job_dict
+from .rows import Info
 from .schema import JOB_STATUSES, TERMINAL, jobs
 
 SUBMIT_LOCK_KEY = 0x5E025E0001  # pg_advisory_xact_lock key that serializes submissions (queue limit, seq)
-DEFAULT_MAX_ATTEMPTS = 2
 WORKER_LOST = "worker lost"
 SHOWN = [c for c in jobs.c if c.name != "body"]  # a body can be 10 MiB: read only by body()
-FINISH_FIELDS = frozenset({"error", "progress", "history", "model_id", "activated", "activation_reason"})
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as stored, without its body."""
+
+    id: str
+    seq: int
+    status: str  # one of schema.JOB_STATUSES
+    config: JSON  # the job as shown (dataset summarized)
+    progress: JSON
+    history: list[JSON]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    model_id: str | None  # the id its model gets (set at submission)
+    activated: bool
+    activation_reason: str | None
+    attempt: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_expires_at: str | None
+    worker_host: str | None
+    worker_pid: int | None
+    cancel_requested: bool
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def of(cls, row: RowMapping) -> JobRow:
+        return cls(id=row["id"], seq=row["seq"], status=row["status"], config=json.loads(row["config"]),
+                   progress=json.loads(row["progress"]), history=json.loads(row["history"]),
+                   created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+                   error=row["error"], model_id=row["model_id"], activated=bool(row["activated"]),
+                   activation_reason=row["activation_reason"], attempt=row["attempt"],
+                   max_attempts=row["max_attempts"], lease_owner=row["lease_owner"],
+                   lease_expires_at=row["lease_expires_at"], worker_host=row["worker_host"],
+                   worker_pid=row["worker_pid"], cancel_requested=bool(row["cancel_requested"]))
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to queue."""
+
+    id: str
+    config: JSON
+    progress: JSON
+    max_attempts: int
+    body: JSON | None = None  # the full job, so any machine can run it; dropped once the job ends
+    model_id: str | None = None
+    history: list[JSON] = field(default_factory=list)
+    created_at: str | None = None  # default: the database's now
+
+
+class Outcome(TypedDict, total=False):
+    """What a worker may record when it ends a job."""
+
+    error: str
+    progress: JSON
+    history: list[JSON]
+    activation_reason: str
 
 
 class LeaseLost(Conflict):
@@ -41,13 +107,11 @@ def _holding(job_id: str, owner: str):
     return sa.and_(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running")
 
 
-def _encode(fields: dict) -> dict:
-    out = {}
-    for key, value in fields.items():
-        if key not in FINISH_FIELDS:
-            raise ValueError(f"a job's {key!r} cannot be set when it finishes")
-        out[key] = json.dumps(value) if key in ("progress", "history") else value
-    return out
+def _encode(outcome: Outcome) -> dict[str, Any]:
+    unknown = set(outcome) - set(Outcome.__annotations__)
+    if unknown:
+        raise ValueError(f"a job's {sorted(unknown)} cannot be set when it finishes")
+    return {key: json.dumps(value) if key in ("progress", "history") else value for key, value in outcome.items()}
 
 
 class JobStore:
@@ -58,22 +122,22 @@ class JobStore:
         self.verify = verify  # checks a trained model's bytes in finish_with_model (see ModelStore)
 
     # -- reading ---------------------------------------------------------------------------------------
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str) -> JobRow:
         with read(self.engine) as conn:
             return self._get(conn, job_id)
 
     @staticmethod
-    def _get(conn: Connection, job_id: str) -> dict:
+    def _get(conn: Connection, job_id: str) -> JobRow:
         row = conn.execute(sa.select(*SHOWN).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             raise NotFound(f"job {job_id!r} does not exist")
-        return job_dict(row)
+        return JobRow.of(row)
 
-    def list(self, limit: int = 100) -> list[dict]:
+    def list(self, limit: int = 100) -> builtins.list[JobRow]:
         """Newest first (by submission order)."""
         with read(self.engine) as conn:
             rows = conn.execute(sa.select(*SHOWN).order_by(jobs.c.seq.desc()).limit(limit)).mappings().all()
-        return [job_dict(r) for r in rows]
+        return [JobRow.of(r) for r in rows]
 
     def body(self, job_id: str) -> Any:
         """The full request body stored at submission (None if none was stored)."""
@@ -99,10 +163,9 @@ class JobStore:
         return bool(row.cancel_requested)
 
     # -- submitting ------------------------------------------------------------------------------------
-    def submit(self, job: dict, queue_limit: int) -> dict:
+    def submit(self, job: NewJob, queue_limit: int) -> JobRow:
         """Queue a job unless `queue_limit` jobs already wait (QueueFull); the check and the insert are one
-        serialized transaction, so concurrent submissions never overshoot. `job` holds id, config (dict),
-        progress (dict) and optionally body (JSON-able), model_id, history, max_attempts, created_at."""
+        serialized transaction, so concurrent submissions never overshoot."""
         with write(self.engine) as conn:
             if is_postgres(conn):
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SUBMIT_LOCK_KEY)))
@@ -110,20 +173,18 @@ class JobStore:
                                   .where(jobs.c.status == "queued")).scalar_one()
             if queued >= queue_limit:
                 raise QueueFull(queued, queue_limit)
-            if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job["id"])).first() is not None:
-                raise Conflict(f"job {job['id']!r} already exists")
+            if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job.id)).first() is not None:
+                raise Conflict(f"job {job.id!r} already exists")
             seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1)).scalar_one()
-            body = job.get("body")
             conn.execute(sa.insert(jobs).values(
-                id=job["id"], seq=seq, status="queued", config=json.dumps(job["config"]),
-                body=None if body is None else json.dumps(body), progress=json.dumps(job["progress"]),
-                history=json.dumps(job.get("history", [])),
-                created_at=job.get("created_at") or clock.iso(clock.db_now(conn)),
-                model_id=job.get("model_id"), activated=False, attempt=0,
-                max_attempts=job.get("max_attempts", DEFAULT_MAX_ATTEMPTS), cancel_requested=False))
-            return self._get(conn, job["id"])
+                id=job.id, seq=seq, status="queued", config=json.dumps(job.config),
+                body=None if job.body is None else json.dumps(job.body), progress=json.dumps(job.progress),
+                history=json.dumps(job.history), created_at=job.created_at or clock.iso(clock.db_now(conn)),
+                model_id=job.model_id, activated=False, attempt=0, max_attempts=job.max_attempts,
+                cancel_requested=False))
+            return self._get(conn, job.id)
 
-    def request_cancel(self, job_id: str) -> dict:
+    def request_cancel(self, job_id: str) -> JobRow:
         """A queued job ends 'cancelled' at once; a running one gets cancel_requested (its worker acts on it).
         Conflict once the job has ended."""
         with write(self.engine) as conn:
@@ -140,7 +201,7 @@ class JobStore:
             return self._get(conn, job_id)
 
     # -- workers ---------------------------------------------------------------------------------------
-    def claim(self, owner: str, host: str, pid: int, lease_s: float) -> dict | None:
+    def claim(self, owner: str, host: str, pid: int, lease_s: float) -> JobRow | None:
         """Take the oldest queued job (None if there is none): running, attempt + 1, leased to owner."""
         with read(self.engine) as conn:  # an idle worker's poll should not take SQLite's write lock
             if conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "queued").limit(1)).first() is None:
@@ -164,34 +225,34 @@ class JobStore:
             return conn.execute(sa.update(jobs).where(_holding(job_id, owner))
                                 .values(lease_expires_at=expires)).rowcount == 1
 
-    def update_progress(self, job_id: str, owner: str, progress: dict, history: list) -> bool:
+    def update_progress(self, job_id: str, owner: str, progress: JSON, history: builtins.list[JSON]) -> bool:
         """Store progress and history; False (nothing written) when the caller no longer holds the job."""
         with write(self.engine) as conn:
             return conn.execute(sa.update(jobs).where(_holding(job_id, owner)).values(
                 progress=json.dumps(progress), history=json.dumps(history))).rowcount == 1
 
-    def finish(self, job_id: str, owner: str, status: str, fields: dict | None = None) -> bool:
-        """End a held job with a terminal status and any of error, progress, history, model_id, activated,
-        activation_reason. False (nothing written) when the caller no longer holds the job."""
+    def finish(self, job_id: str, owner: str, status: str, outcome: Outcome | None = None) -> bool:
+        """End a held job with a terminal status and what it recorded. False (nothing written) when the caller
+        no longer holds the job."""
         if status not in TERMINAL:
             raise ValueError(f"a job finishes as one of {TERMINAL}, not {status!r}")
         with write(self.engine) as conn:
-            return self._finish(conn, job_id, owner, status, fields or {})
+            return self._finish(conn, job_id, owner, status, _encode(outcome or {}))
 
     @staticmethod
-    def _finish(conn: Connection, job_id: str, owner: str, status: str, fields: dict) -> bool:
-        values = _encode(fields)
+    def _finish(conn: Connection, job_id: str, owner: str, status: str, values: dict[str, Any]) -> bool:
         return conn.execute(sa.update(jobs).where(_holding(job_id, owner)).values(  # an ended job keeps no body
             status=status, finished_at=clock.iso(clock.db_now(conn)), lease_expires_at=None, body=None,
             **values)).rowcount == 1
 
     def finish_with_model(self, job_id: str, owner: str, *, model_id: str, checkpoint: bytes, sha256: str,
-                          created_at: str, info: dict, activate: bool = False, fields: dict | None = None) -> int | None:
+                          created_at: str, info: Info, activate: bool = False,
+                          outcome: Outcome | None = None) -> int | None:
         """Register the job's trained model, optionally activate it, and end the job 'succeeded', all in one
         transaction: either all of it happens or none. Returns the new active version if it activated, else None.
         Raises IntegrityFailure (bad bytes; nothing written), Conflict (model id taken) or LeaseLost."""
         verified(checkpoint, sha256, model_id, self.verify)
-        fields = {**(fields or {}), "model_id": model_id, "activated": activate}
+        values = {**_encode(outcome or {}), "model_id": model_id, "activated": activate}
         with write(self.engine) as conn:
             # The lease first: on PostgreSQL this locks the row, so no requeue can slip in before the finish.
             held = conn.execute(sa.select(jobs.c.id).where(_holding(job_id, owner)).with_for_update()).first()
@@ -199,14 +260,14 @@ class JobStore:
                 raise LeaseLost(f"job {job_id!r} is no longer held by {owner!r}")
             insert_trained(conn, model_id, checkpoint, sha256, created_at, info)
             version = activate_in(conn, model_id) if activate else None
-            if not self._finish(conn, job_id, owner, "succeeded", fields):
+            if not self._finish(conn, job_id, owner, "succeeded", values):
                 raise LeaseLost(f"job {job_id!r} is no longer held by {owner!r}")
             return version
 
-    def requeue_expired(self, now: datetime | None = None) -> dict[str, list[str]]:
+    def requeue_expired(self, now: datetime | None = None) -> dict[str, builtins.list[str]]:
         """Jobs whose lease ended before `now` (default: the database clock): back to queued while attempts
         remain, else failed with 'worker lost'; cancelled if a cancel was requested. Returns the ids by outcome."""
-        outcome: dict[str, list[str]] = {"requeued": [], "failed": [], "cancelled": []}
+        outcome: dict[str, builtins.list[str]] = {"requeued": [], "failed": [], "cancelled": []}
         with write(self.engine) as conn:
             stamp = clock.iso(now if now is not None else clock.db_now(conn))
             expired = sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < stamp)
@@ -250,7 +311,7 @@ class JobStore:
             return conn.execute(sa.select(sa.func.count()).select_from(jobs)
                                 .where(jobs.c.status.in_(TERMINAL))).scalar_one()
 
-    def purge_finished(self, keep: int) -> list[str]:
+    def purge_finished(self, keep: int) -> builtins.list[str]:
         """Delete the oldest ended jobs beyond the newest `keep`; returns the deleted ids."""
         if keep < 0:
             raise StorageError("keep must be at least 0")

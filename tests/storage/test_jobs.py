@@ -27,12 +27,12 @@ def later(storage, seconds: float):
 def test_submit_get_list_counts(storage):
     first = storage.jobs.submit(new_job("j1"), queue_limit=10)
     storage.jobs.submit(new_job("j2", max_attempts=3), queue_limit=10)
-    assert first["seq"] == 1 and first["status"] == "queued" and first["attempt"] == 0
-    assert first["config"] == {"name": "j1"} and first["history"] == [] and first["max_attempts"] == 2
-    assert storage.jobs.get("j2")["max_attempts"] == 3
+    assert first.seq == 1 and first.status == "queued" and first.attempt == 0
+    assert first.config == {"name": "j1"} and first.history == [] and first.max_attempts == 2
+    assert storage.jobs.get("j2").max_attempts == 3
     assert storage.jobs.body("j1") == {"dataset": {"generator": "random"}}
-    assert [j["id"] for j in storage.jobs.list()] == ["j2", "j1"]
-    assert [j["id"] for j in storage.jobs.list(limit=1)] == ["j2"]
+    assert [j.id for j in storage.jobs.list()] == ["j2", "j1"]
+    assert [j.id for j in storage.jobs.list(limit=1)] == ["j2"]
     assert storage.jobs.counts() == {"queued": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
     with pytest.raises(Conflict):
         storage.jobs.submit(new_job("j1"), queue_limit=10)
@@ -48,7 +48,7 @@ def test_queue_limit_holds_under_concurrent_submissions(storage):
     def submit(i: int) -> None:
         barrier.wait()
         try:
-            accepted.append(storage.jobs.submit(new_job(f"j{i}"), queue_limit=limit)["seq"])
+            accepted.append(storage.jobs.submit(new_job(f"j{i}"), queue_limit=limit).seq)
         except QueueFull as exc:
             refused.append(exc)
 
@@ -76,8 +76,8 @@ def test_each_job_is_claimed_once_by_concurrent_threads(storage):
         mine = claimed.setdefault(f"w{w}", [])
         barrier.wait()
         while (job := storage.jobs.claim(f"w{w}", "host", 1000 + w, lease_s=30)) is not None:
-            assert job["lease_owner"] == f"w{w}" and job["status"] == "running" and job["attempt"] == 1
-            mine.append(job["id"])
+            assert job.lease_owner == f"w{w}" and job.status == "running" and job.attempt == 1
+            mine.append(job.id)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
     for t in threads:
@@ -95,7 +95,7 @@ from app.storage import open_storage
 storage = open_storage(sys.argv[1], run_migrations=False, verify=None)
 ids = []
 while (job := storage.jobs.claim(sys.argv[2], "host", 1, 30)) is not None:
-    ids.append(job["id"])
+    ids.append(job.id)
 print(json.dumps(ids))
 """
 
@@ -110,17 +110,17 @@ def test_each_job_is_claimed_once_by_concurrent_processes(storage, storage_url):
     everything = [j for ids in results for j in ids]
     assert sorted(everything) == sorted(f"j{i}" for i in range(30))
     for owner, ids in zip(("p0", "p1"), results):
-        assert all(storage.jobs.get(j)["lease_owner"] == owner for j in ids)
+        assert all(storage.jobs.get(j).lease_owner == owner for j in ids)
 
 
 def test_claim_order_and_empty_queue(storage):
     assert storage.jobs.claim("w", "host", 1, lease_s=30) is None
     for i in range(3):
         storage.jobs.submit(new_job(f"j{i}"), queue_limit=10)
-    order = [storage.jobs.claim("w", "host", 1, lease_s=30)["id"] for _ in range(3)]
+    order = [storage.jobs.claim("w", "host", 1, lease_s=30).id for _ in range(3)]
     assert order == ["j0", "j1", "j2"]
     job = storage.jobs.get("j0")
-    assert (job["worker_host"], job["worker_pid"]) == ("host", 1) and job["started_at"] is not None
+    assert (job.worker_host, job.worker_pid) == ("host", 1) and job.started_at is not None
 
 
 def test_expired_leases_requeue_then_fail_as_worker_lost(storage):
@@ -132,14 +132,14 @@ def test_expired_leases_requeue_then_fail_as_worker_lost(storage):
     assert storage.jobs.renew("j", "w1", lease_s=30)
     assert storage.jobs.requeue_expired(later(storage, 60)) == {"requeued": ["j"], "failed": [], "cancelled": []}
     job = storage.jobs.get("j")
-    assert (job["status"], job["attempt"], job["lease_owner"], job["finished_at"]) == ("queued", 1, None, None)
+    assert (job.status, job.attempt, job.lease_owner, job.finished_at) == ("queued", 1, None, None)
     second = storage.jobs.claim("w2", "host", 2, lease_s=30)
-    assert (second["id"], second["attempt"]) == ("j", 2)
+    assert (second.id, second.attempt) == ("j", 2)
     assert storage.jobs.requeue_expired(later(storage, 60)) == {"requeued": [], "failed": ["j"], "cancelled": []}
     job = storage.jobs.get("j")
-    assert (job["status"], job["error"], job["attempt"]) == ("failed", "worker lost", 2)
-    assert job["finished_at"] is not None
-    assert storage.jobs.get("other")["status"] == "running"  # its lease has an hour to go
+    assert (job.status, job.error, job.attempt) == ("failed", "worker lost", 2)
+    assert job.finished_at is not None
+    assert storage.jobs.get("other").status == "running"  # its lease has an hour to go
 
 
 def test_a_short_lease_expires_on_the_database_clock(storage):
@@ -165,13 +165,13 @@ def test_zombie_writes_are_refused(storage, checkpoints):
         storage.models.get("m-z")  # the model went with the refused transaction
     assert storage.models.active() == (None, 0)
     job = storage.jobs.get("j")
-    assert (job["status"], job["lease_owner"], job["worker_host"], job["progress"]) == (
+    assert (job.status, job.lease_owner, job.worker_host, job.progress) == (
         "running", "heir", "host-b", {"step": 0, "total_steps": 10})
     assert storage.jobs.update_progress("j", "heir", {"step": 5}, [{"step": 5, "loss": 1.0}])
     assert storage.jobs.finish("j", "heir", "failed", {"error": "boom"})
     assert not storage.jobs.finish("j", "heir", "succeeded")  # ended: nobody holds it any more
     job = storage.jobs.get("j")
-    assert (job["status"], job["error"], job["progress"], job["history"]) == (
+    assert (job.status, job.error, job.progress, job.history) == (
         "failed", "boom", {"step": 5}, [{"step": 5, "loss": 1.0}])
 
 
@@ -183,37 +183,37 @@ def test_finish_with_model_registers_activates_and_finishes_in_one_transaction(s
     with pytest.raises(IntegrityFailure):
         storage.jobs.finish_with_model("j", "w", model_id="m-j", checkpoint=junk, sha256=sha256_of(junk),
                                        created_at=c0.created_at, info={})
-    assert storage.jobs.get("j")["status"] == "running" and storage.models.list() == []
+    assert storage.jobs.get("j").status == "running" and storage.models.list() == []
     storage.models.register_trained("taken", c1.blob, c1.sha256, c1.created_at, {})
     with pytest.raises(Conflict):
         storage.jobs.finish_with_model("j", "w", model_id="taken", checkpoint=c0.blob, sha256=c0.sha256,
                                        created_at=c0.created_at, info={})
-    assert storage.jobs.get("j")["status"] == "running"
+    assert storage.jobs.get("j").status == "running"
     version = storage.jobs.finish_with_model(
         "j", "w", model_id="m-j", checkpoint=c0.blob, sha256=c0.sha256, created_at=c0.created_at,
-        info={"name": "j"}, activate=True, fields={"activation_reason": "activated: always", "progress": {"step": 10}})
+        info={"name": "j"}, activate=True, outcome={"activation_reason": "activated: always", "progress": {"step": 10}})
     assert version == 1 and storage.models.active() == ("m-j", 1)
     job = storage.jobs.get("j")
-    assert (job["status"], job["model_id"], job["activated"], job["activation_reason"], job["progress"]) == (
+    assert (job.status, job.model_id, job.activated, job.activation_reason, job.progress) == (
         "succeeded", "m-j", True, "activated: always", {"step": 10})
     assert storage.models.checkpoint_bytes("m-j") == c0.blob
     storage.jobs.submit(new_job("k"), queue_limit=10)
     storage.jobs.claim("w", "host", 1, lease_s=30)
     assert storage.jobs.finish_with_model("k", "w", model_id="m-k", checkpoint=c1.blob, sha256=c1.sha256,
                                           created_at=c1.created_at, info={}) is None
-    assert storage.models.active() == ("m-j", 1) and storage.jobs.get("k")["activated"] is False
+    assert storage.models.active() == ("m-j", 1) and storage.jobs.get("k").activated is False
 
 
 def test_cancel(storage):
     for i in range(3):
         storage.jobs.submit(new_job(f"j{i}"), queue_limit=10)
-    assert storage.jobs.request_cancel("j0")["status"] == "cancelled"  # queued: ends at once
+    assert storage.jobs.request_cancel("j0").status == "cancelled"  # queued: ends at once
     with pytest.raises(Conflict, match="ended"):
         storage.jobs.request_cancel("j0")
     running = storage.jobs.claim("w", "host", 1, lease_s=30)
-    assert running["id"] == "j1"  # the cancelled job is never claimed
+    assert running.id == "j1"  # the cancelled job is never claimed
     job = storage.jobs.request_cancel("j1")
-    assert (job["status"], job["cancel_requested"]) == ("running", True)
+    assert (job.status, job.cancel_requested) == ("running", True)
     assert storage.jobs.cancel_requested("j1")
     assert storage.jobs.finish("j1", "w", "cancelled")
     storage.jobs.claim("w2", "host", 2, lease_s=30)
@@ -231,7 +231,7 @@ def test_purge_finished_keeps_the_newest(storage):
         storage.jobs.request_cancel(f"j{i}")
     assert storage.jobs.count_finished() == 4
     assert storage.jobs.purge_finished(keep=2) == ["j1", "j0"]
-    assert [j["id"] for j in storage.jobs.list()] == ["j4", "j3", "j2"]  # the queued one stays
+    assert [j.id for j in storage.jobs.list()] == ["j4", "j3", "j2"]  # the queued one stays
     assert storage.jobs.purge_finished(keep=2) == []
 
 
@@ -241,9 +241,9 @@ def test_release_hands_a_job_back_without_counting_the_attempt(storage):
     assert not storage.jobs.release("j", "someone-else")
     assert storage.jobs.release("j", "w")
     job = storage.jobs.get("j")
-    assert (job["status"], job["attempt"], job["lease_owner"], job["started_at"]) == ("queued", 0, None, None)
+    assert (job.status, job.attempt, job.lease_owner, job.started_at) == ("queued", 0, None, None)
     assert not storage.jobs.release("j", "w")  # no longer held
-    assert storage.jobs.claim("w2", "host", 2, lease_s=30)["attempt"] == 1
+    assert storage.jobs.claim("w2", "host", 2, lease_s=30).attempt == 1
 
 
 def test_delete_forgets_only_ended_jobs(storage):
@@ -255,4 +255,4 @@ def test_delete_forgets_only_ended_jobs(storage):
     storage.jobs.delete("ended")
     with pytest.raises(NotFound):
         storage.jobs.delete("ended")
-    assert [j["id"] for j in storage.jobs.list()] == ["queued"]
+    assert [j.id for j in storage.jobs.list()] == ["queued"]

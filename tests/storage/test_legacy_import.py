@@ -109,20 +109,20 @@ def test_legacy_data_is_imported_without_loss(db_url, tmp_path, checkpoints):
         assert models["m-20260101-000000-aaaaaa"].info.model_dump(exclude_unset=True) == checkpoints[0].info
         assert storage.models.active() == ("m-20260102-000000-bbbbbb", 1)
 
-        jobs = {j["id"]: j for j in storage.jobs.list()}
-        assert [j["id"] for j in storage.jobs.list()] == ["job-5", "job-4", "job-3", "job-2", "job-1"]
+        jobs = {j.id: j for j in storage.jobs.list()}
+        assert [j.id for j in storage.jobs.list()] == ["job-5", "job-4", "job-3", "job-2", "job-1"]
         for seq, (job_id, (status, model_id, activated, reason, error)) in enumerate(legacy["jobs"].items(), 1):
             job = jobs[job_id]
-            assert (job["seq"], job["model_id"], job["activated"], job["activation_reason"]) == (
+            assert (job.seq, job.model_id, job.activated, job.activation_reason) == (
                 seq, model_id, bool(activated), reason)
-            assert (job["config"], job["progress"], job["history"]) == (
+            assert (job.config, job.progress, job.history) == (
                 {"name": job_id}, {"step": seq}, [{"step": seq, "loss": 1.0 / seq}])
             if status != "running":
-                assert (job["status"], job["error"]) == (status, error)
-        assert (jobs["job-4"]["status"], jobs["job-4"]["error"]) == ("failed", "interrupted")
-        assert jobs["job-4"]["finished_at"] is not None
+                assert (job.status, job.error) == (status, error)
+        assert (jobs["job-4"].status, jobs["job-4"].error) == ("failed", "interrupted")
+        assert jobs["job-4"].finished_at is not None
         claimed = storage.jobs.claim("w", "host", 1, lease_s=30)  # the queued job is still runnable
-        assert claimed["id"] == "job-5" and storage.jobs.body("job-5")["name"] == "job-5"
+        assert claimed is not None and claimed.id == "job-5" and storage.jobs.body("job-5")["name"] == "job-5"
     finally:
         storage.close()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from app.storage import ActiveWatcher, open_storage
+from app.storage.jobs import NewJob
 from tests.postgres import poll
 from tests.storage.helpers import register
 
@@ -59,7 +60,7 @@ def test_since_version_reports_a_change_that_happened_before_start(storage, chec
 def test_stores_and_watcher_survive_a_postgresql_restart(postgres_server, postgres_url, checkpoints):
     storage = open_storage(postgres_url)
     register(storage, "m-0", checkpoints[0])
-    storage.jobs.submit({"id": "j", "config": {}, "progress": {}}, queue_limit=10)
+    storage.jobs.submit(NewJob(id="j", config={}, progress={}, max_attempts=1), queue_limit=10)
     seen = Seen()
     watcher = ActiveWatcher(postgres_url, seen)
     watcher.start()
@@ -68,7 +69,7 @@ def test_stores_and_watcher_survive_a_postgresql_restart(postgres_server, postgr
         poll(lambda: seen.events == [("m-0", 1)], SEEN_WITHIN_S)
         postgres_server.restart()  # every pooled and listening connection dies, as in a crash
         assert storage.models.active() == ("m-0", 1)  # the pool replaced its dead connections (pre-ping)
-        assert storage.jobs.claim("w", "host", 1, lease_s=30)["id"] == "j"
+        assert storage.jobs.claim("w", "host", 1, lease_s=30).id == "j"
         register(storage, "m-1", checkpoints[1])
         storage.models.activate("m-1")
         # The watcher reconnects on its own (within its 0.5 s back-off) and reads the pointer again.

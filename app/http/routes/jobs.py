@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from ...errors import Busy
-from ...jobs import TERMINAL, JobService
+from ...jobs import JobService
 from ..deps import Managed
-from ..job_schemas import JobRequest
+from ..job_schemas import JobRequest, JobView
 from ..params import check_params, parse_int
 from ..schemas import ErrorResponse
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Managed])
-ERR = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
+ERR: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
+EVENTS: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": {
+    "type": "string", "description": 'events "progress" (data: the job, as GET /jobs/{id}) as it changes, then '
+                                     'one "end" with its final state; comments keep the connection alive'}}}}}
 
 
 async def get_jobs(request: Request) -> JobService:
@@ -26,28 +29,31 @@ async def get_jobs(request: Request) -> JobService:
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 
-@router.post("", status_code=202, responses=ERR, summary="Start a training job")
-async def submit(body: JobRequest, jobs: JobsDep) -> JSONResponse:
-    job = await asyncio.to_thread(jobs.submit, body.model_dump(exclude_none=True))
+@router.post("", status_code=202, response_model=JobView, responses=ERR, summary="Start a training job")
+async def submit(body: JobRequest, jobs: JobsDep, response: Response) -> JobView:
+    job = await asyncio.to_thread(lambda: jobs.submit(body.to_spec()))  # the model's rules walk the data: off the loop
     jobs.wake()
-    return JSONResponse(job, status_code=202, headers={"Location": f"/jobs/{job['id']}"})
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobView.of(job)
 
 
-@router.get("", summary="Jobs, newest first")
+@router.get("", response_model=list[JobView], responses=ERR, summary="Jobs, newest first")
 async def list_jobs(request: Request, jobs: JobsDep,
-                    limit: str = Query("100", description="at most this many, 1 to 1000")) -> list[dict]:
+                    limit: str = Query("100", description="at most this many, 1 to 1000")) -> list[JobView]:
     check_params(request.query_params, ("limit",))
-    return await asyncio.to_thread(jobs.list, parse_int("limit", limit, 1, 1000))
+    found = await asyncio.to_thread(jobs.list, parse_int("limit", limit, 1, 1000))
+    return [JobView.of(job) for job in found]
 
 
-@router.get("/{job_id}", responses=ERR, summary="One job: status, progress, history, outcome")
-async def get_job(job_id: str, jobs: JobsDep) -> dict:
-    return await asyncio.to_thread(jobs.get, job_id)
+@router.get("/{job_id}", response_model=JobView, responses=ERR, summary="One job: status, progress, history, outcome")
+async def get_job(job_id: str, jobs: JobsDep) -> JobView:
+    return JobView.of(await asyncio.to_thread(jobs.get, job_id))
 
 
-@router.post("/{job_id}/cancel", responses=ERR, summary="Stop a queued or running job (409 once it has ended)")
-async def cancel(job_id: str, jobs: JobsDep) -> dict:
-    return await jobs.cancel(job_id)
+@router.post("/{job_id}/cancel", response_model=JobView, responses=ERR,
+             summary="Stop a queued or running job (409 once it has ended)")
+async def cancel(job_id: str, jobs: JobsDep) -> JobView:
+    return JobView.of(await jobs.cancel(job_id))
 
 
 @router.delete("/{job_id}", status_code=204, responses=ERR, summary="Forget a finished job (its model stays)")
@@ -55,8 +61,8 @@ async def delete(job_id: str, jobs: JobsDep) -> None:
     await asyncio.to_thread(jobs.delete, job_id)
 
 
-@router.get("/{job_id}/events", responses=ERR, summary="Server-Sent Events: the job as it changes, then its final state",
-            response_class=StreamingResponse)
+@router.get("/{job_id}/events", responses={**ERR, **EVENTS}, response_class=StreamingResponse,
+            summary="Server-Sent Events: the job as it changes, then its final state")
 async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingResponse:
     first = await asyncio.to_thread(jobs.get, job_id)  # 404 before the stream starts
     state = request.app.state
@@ -72,13 +78,13 @@ async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingRespo
             released[0] = True
             state.event_streams -= 1
 
-    async def follow():
+    async def follow() -> AsyncIterator[str]:
         job, last = first, None
         while True:
-            text = json.dumps(job)
+            text = JobView.of(job).model_dump_json()
             if text != last:
                 last = text
-                kind = "end" if job["status"] in TERMINAL else "progress"
+                kind = "end" if job.ended else "progress"
                 yield f"event: {kind}\ndata: {text}\n\n"
                 if kind == "end":
                     return
@@ -97,18 +103,18 @@ async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingRespo
 class _Counted:
     """An event stream that gives its slot back however it ends: finished, failed, or never started at all."""
 
-    def __init__(self, stream, release):
+    def __init__(self, stream: AsyncIterator[str], release: Callable[[], None]):
         self.stream, self.release = stream, release
 
-    def __aiter__(self):
+    def __aiter__(self) -> _Counted:
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> str:
         try:
             return await self.stream.__anext__()
         except BaseException:
             self.release()
             raise
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.release()

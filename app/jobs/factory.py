@@ -1,0 +1,21 @@
+"""The one way to build a job runner from the settings, for a serving instance (app/main.py) and for a dedicated
+worker (`python -m app.worker`) alike."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import storage
+from ..device import Device
+from ..settings import Settings
+from .scheduler import JobRunner
+
+
+def build_runner(settings: Settings, store: storage.Storage, device: Device, *,
+                 on_activated: Callable[[str, int], None] | None = None,
+                 on_change: Callable[[], None] | None = None) -> JobRunner:
+    """A runner with SEQ2SEQ_JOB_WORKERS slots (at least one: whoever builds a runner means it to train).
+    on_activated: this process serves models too, so it swaps to an activated one at once; on_change: a job of
+    this runner changed (the service's event streams listen)."""
+    return JobRunner(store, device, slots=max(1, settings.job_workers), lease_s=settings.job_lease_s,
+                     threads=settings.job_threads, default_model=settings.default_model,
+                     standby=settings.job_standby, on_activated=on_activated, on_change=on_change)
