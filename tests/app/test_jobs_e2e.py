@@ -2,7 +2,6 @@
 import json
 import signal
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -171,28 +170,59 @@ def test_restart_keeps_jobs_and_the_active_model_and_a_killed_services_job_runs_
 def test_activation_while_requests_flow_fails_no_request(make_server, weights_copy):
     srv = make_server(weights_dir=weights_copy).start()
     srv.wait_ready()
-    failures, answered, stop = [], [], threading.Event()
+    answered: list[str] = []  # the model of every answer, in order
+    broken: list[object] = []  # a failed request, or a traffic thread that died: either fails the test
+    stop = threading.Event()
 
     def traffic(seed):
-        with httpx.Client(base_url=srv.url, timeout=10) as c:
-            i = seed
-            while not stop.is_set():
-                i += 7
-                r = c.post("/predict", json={"prefix": [i % 10, (i // 10) % 10, (i // 100) % 10]})
-                (answered if r.status_code == 200 else failures).append(r.json()["model"] if r.status_code == 200 else r.text)
+        try:
+            with httpx.Client(base_url=srv.url, timeout=10) as c:
+                i = seed
+                while not stop.is_set():
+                    i += 7
+                    r = c.post("/predict", json={"prefix": [i % 10, (i // 10) % 10, (i // 100) % 10]})
+                    if r.status_code == 200:
+                        answered.append(r.json()["model"])
+                    else:
+                        broken.append((r.status_code, r.text))
+        except Exception as exc:
+            broken.append(repr(exc))
 
     threads = [threading.Thread(target=traffic, args=(s,)) for s in range(6)]
     for t in threads:
         t.start()
-    with srv.client() as c:
-        for i in range(20):
-            assert c.post(f"/models/{'alt' if i % 2 == 0 else 'default'}/activate").status_code == 200
-            time.sleep(0.05)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert failures == []
-    assert {"alt", "default"} <= set(answered) and len(answered) > 100
+    try:
+        with srv.client() as c:
+            for i in range(20):
+                target, seen = ("alt" if i % 2 == 0 else "default"), len(answered)
+                assert c.post(f"/models/{target}/activate").status_code == 200
+                # the next activation waits for traffic to reach this one, however fast or slow the machine
+                poll(lambda target=target, seen=seen: broken or target in answered[seen:], 30,
+                     message=f"an answer from {target}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert broken == []
+    assert set(answered) == {"alt", "default"}
+
+
+def test_openapi_documents_the_job_body_and_every_answer(server):
+    api = httpx.get(f"{server.url}/openapi.json").json()
+    schemas, paths = api["components"]["schemas"], api["paths"]
+    assert schemas["TrainingSpec"]["properties"]["recipe"]["enum"] == ["default", "seed"]
+    assert schemas["ModelSpec"]["properties"]["hidden_dim"]["maximum"] == 512
+    assert set(schemas["JobView"]["properties"]["status"]["enum"]) == {"queued", "running", "succeeded", "failed",
+                                                                       "cancelled"}
+    view = {"$ref": "#/components/schemas/JobView"}
+    answer = {(path, method): spec["responses"] for path, methods in paths.items() if path.startswith("/jobs")
+              for method, spec in methods.items()}
+    assert answer["/jobs", "post"]["202"]["content"]["application/json"]["schema"] == view
+    assert answer["/jobs", "get"]["200"]["content"]["application/json"]["schema"]["items"] == view
+    assert answer["/jobs/{job_id}", "get"]["200"]["content"]["application/json"]["schema"] == view
+    assert answer["/jobs/{job_id}/cancel", "post"]["200"]["content"]["application/json"]["schema"] == view
+    assert "text/event-stream" in answer["/jobs/{job_id}/events", "get"]["200"]["content"]
+    assert "content" not in answer["/jobs/{job_id}", "delete"]["204"]
 
 
 @pytest.mark.parametrize("body,words", [
