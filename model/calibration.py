@@ -63,12 +63,12 @@ def calibration(model: Seq2Seq, sequences: list[list[int]], prefix_lengths: tupl
     if starts:
         metrics.update(_summary("calibration_tv_start", starts))
     if rankings:
-        right = {}
+        right: dict[tuple[int, ...], bool] = {}
         ranked = prefixes if len(prefixes) <= MAX_RANKED else [p for p in prefixes if len(p) == START]
         for k in sorted({len(table[p]) for p in ranked}):
             group = [p for p in ranked if len(table[p]) == k]
-            for p, top in zip(group, decoding.topk(model, [list(p) for p in group], k)):
-                right[p] = _ranked([tuple(c.sequence) for c in top], table[p])
+            for ranked_prefix, top in zip(group, decoding.topk(model, [list(p) for p in group], k)):
+                right[ranked_prefix] = _ranked([tuple(c.sequence) for c in top], table[ranked_prefix])
         if len(right) == len(prefixes):
             metrics["calibration_ranked"] = sum(right.values()) / len(right)
         if starts:

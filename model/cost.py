@@ -161,7 +161,9 @@ def topk_plan(config: ModelConfig, prefix_len: int, k: int, beam_width: int | No
                 return Plan(**vars(cost), exact=True, width=None, within_budget=True)
 
     def beam(width: int) -> Cost:
-        return _search_cost(config, prefix_len, _levels(V, generated, width, cap=2**62), k)
+        levels = _levels(V, generated, width, cap=2**62)
+        assert levels is not None  # a width caps every level far below 2**62
+        return _search_cost(config, prefix_len, levels, k)
 
     def fits(cost: Cost) -> bool:
         return cost.work <= budget and cost.bytes <= bytes_budget

@@ -105,7 +105,9 @@ class Decoder(nn.Module):
             _, (h, c) = lstm(emb.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
             h, c = h[0], c[0]
         else:
-            h, c = torch._VF.lstm_cell(emb, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            # nn.Module's attributes are typed Tensor | Module: these four are the LSTM's parameters.
+            h, c = torch._VF.lstm_cell(emb, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0,  # type: ignore[arg-type]
+                                       lstm.bias_ih_l0, lstm.bias_hh_l0)  # type: ignore[arg-type]
         out = torch.cat((h, context), dim=1) if self.attention is not None else h
         return self.fc(out), (h, c), weights
 
@@ -152,7 +154,8 @@ class Seq2Seq(nn.Module):
             out, state, _ = self.decoder.step(tokens, state, memory)
             logits.append(out)
             if t < steps:
-                tokens = trg[:, t] if forced or teacher_forcing[t - 1] else out.argmax(1)
+                tokens = trg[:, t] if forced or (teacher_forcing is not None and teacher_forcing[t - 1]) \
+                    else out.argmax(1)
         return torch.stack(logits, dim=1)
 
     def parameter_count(self) -> int:

@@ -35,7 +35,7 @@ class Adam:
         self.steps += 1
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         params = [self.params[i] for i in live]
-        grads = [self.params[i].grad for i in live]
+        grads = [g for i in live if (g := self.params[i].grad) is not None]
         exp_avg = [self.exp_avg[i] for i in live]
         exp_avg_sq = [self.exp_avg_sq[i] for i in live]
         torch._foreach_lerp_(exp_avg, grads, 1 - self.beta1)

@@ -71,24 +71,23 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=self.env,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
                 httpx.get(f"{self.url}/healthz", timeout=1)
-                return self
+                return True
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start in time")
+                return False
+
+        poll(listening, timeout, interval=0.1, message=f"the server on {self.url} to listen")
+        return self
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if httpx.get(f"{self.url}/readyz").status_code == 200:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("server never became ready")
+        poll(lambda: httpx.get(f"{self.url}/readyz").status_code == 200, timeout, interval=0.1,
+             message=f"the server on {self.url} to be ready")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc is None or self.proc.poll() is not None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from model.limits import MAX_SEQ_LENGTH, MAX_VOCAB
 
 from ..errors import InvalidInput
+from ..registry.catalogue import ModelInfo
 
 Token = Annotated[int, Field(strict=True, ge=0, lt=MAX_VOCAB)]
 MAX_K = 50  # suggestions per prefix
@@ -161,7 +162,7 @@ class Readiness(BaseModel):
 class Info(BaseModel):
     version: str
     auth_required: bool = Field(description="whether management needs the API key")
-    active_model: dict[str, Any] | None = Field(description="the active model, as GET /models/{id} describes it")
+    active_model: ModelInfo | None = Field(description="the active model, as GET /models/{id} describes it")
 
 
 class Corpus(BaseModel):

@@ -5,7 +5,6 @@ import asyncio
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse
 
 from ...errors import NotFound
@@ -28,7 +27,7 @@ async def info(request: Request) -> Info:
     if state.registry.active is not None:
         active = await asyncio.to_thread(state.registry.describe, state.registry.active.id)
     return Info(version=request.app.version, auth_required=state.api_key is not None,
-                active_model=jsonable_encoder(active))
+                active_model=active)
 
 
 @router.get("/info/corpus", response_model=Corpus, responses=errors(404),
