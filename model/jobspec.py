@@ -211,7 +211,8 @@ def _object(value: object, where: str, allowed: frozenset[str]) -> dict[str, Any
     return value
 
 
-def _section(data: Mapping[str, Any], section: str, allowed: frozenset[str], types: Mapping[str, Any]) -> dict[str, Any]:
+def _section(data: Mapping[str, Any], section: str, allowed: frozenset[str],
+             types: Mapping[str, Any]) -> dict[str, Any]:
     """A config's given fields, typed; null counts as not given (the default, or the recipe's value)."""
     given = _object(data.get(section) or {}, section, allowed)
     return {key: _typed(f"{section}.{key}", value, types[key]) for key, value in given.items() if value is not None}

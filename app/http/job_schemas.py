@@ -37,8 +37,8 @@ from model.jobspec import (
 )
 from model.limits import MAX_SEQ_LENGTH
 
+from .. import storage
 from ..errors import InvalidInput
-from ..storage.jobs import JobRow
 from ..storage.schema import JOB_STATUSES
 
 
@@ -186,7 +186,7 @@ class JobView(BaseModel):
     worker: WorkerView | None = Field(description="the process holding its lease, while it runs")
 
     @classmethod
-    def of(cls, job: JobRow) -> JobView:
+    def of(cls, job: storage.JobRow) -> JobView:
         worker = WorkerView(host=job.worker_host, pid=job.worker_pid) if job.status == "running" else None
         return cls.model_validate({
             "id": job.id, "status": job.status, "progress": job.progress, "history": job.history,

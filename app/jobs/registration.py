@@ -13,7 +13,6 @@ from model.jobspec import JobSpec
 
 from .. import storage
 from ..registry import info_of
-from ..storage.jobs import JobRow, Outcome
 from . import policy
 from .protocol import Result, RunSpec
 
@@ -49,14 +48,14 @@ class Registration:
         checkpoint.manifest_path(path).write_text(f"{storage.sha256_of(blob)}  {path.name}\n")
         return compared_id, path
 
-    async def register(self, job: JobRow, run: RunSpec, result: Result, outcome: Outcome) -> None:
+    async def register(self, job: storage.JobRow, run: RunSpec, result: Result, outcome: storage.JobOutcome) -> None:
         """End the job 'succeeded' with its model registered. NotRegistered when the checkpoint is refused;
         storage.LeaseLost when the job is no longer this runner's (nothing was written)."""
         if job.model_id is None:  # the service names every job's model when it is submitted
             raise NotRegistered("the job has no model id")
         model_id = job.model_id
         activate, reason = policy.decide(run.spec.activate, result.gate, run.compared_id)
-        recorded: Outcome = {**outcome, "activation_reason": reason}
+        recorded: storage.JobOutcome = {**outcome, "activation_reason": reason}
         try:
             version = await asyncio.to_thread(self._register, job.id, model_id, Path(run.out), activate, recorded)
         except storage.LeaseLost:
@@ -68,7 +67,8 @@ class Registration:
             await asyncio.to_thread(self.on_activated, model_id, version)
         log.info("job %s succeeded: model %s (%s)", job.id, model_id, reason)
 
-    def _register(self, job_id: str, model_id: str, out: Path, activate: bool, outcome: Outcome) -> int | None:
+    def _register(self, job_id: str, model_id: str, out: Path, activate: bool,
+                  outcome: storage.JobOutcome) -> int | None:
         ckpt = checkpoint.load(out)
         blob = out.read_bytes()
         return self.store.jobs.finish_with_model(job_id, self.owner, model_id=model_id, checkpoint=blob,

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from .. import storage
 from ..device import Device
-from ..storage.jobs import JobRow
 from .launcher import Launcher
 from .registration import Registration
 from .supervisor import Supervisor
@@ -99,7 +98,7 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self.lease_s / 4))
             self._wake.clear()
 
-    async def _run(self, job: JobRow) -> None:
+    async def _run(self, job: storage.JobRow) -> None:
         try:
             await self._supervisor.run(job)
         finally:

@@ -16,7 +16,6 @@ from .. import storage
 from ..errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from ..metrics import Metrics
 from ..settings import Settings
-from ..storage.jobs import JobRow, NewJob
 from .progress import JobProgress
 from .scheduler import JobRunner
 
@@ -41,13 +40,13 @@ class JobService:
         await asyncio.to_thread(self.update_gauge)
 
     # -- reading ---------------------------------------------------------------------------------------
-    def get(self, job_id: str) -> JobRow:
+    def get(self, job_id: str) -> storage.JobRow:
         try:
             return self.store.jobs.get(job_id)
         except storage.NotFound:
             raise NotFound(f"job {job_id[:80]!r} does not exist") from None
 
-    def list(self, limit: int = 100) -> builtins.list[JobRow]:
+    def list(self, limit: int = 100) -> builtins.list[storage.JobRow]:
         return self.store.jobs.list(limit)
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -74,13 +73,13 @@ class JobService:
             self.metrics.jobs.labels(status).set(n)
 
     # -- writing ---------------------------------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> JobRow:
+    def submit(self, spec: JobSpec) -> storage.JobRow:
         """Queue a job validated once, at the HTTP layer; its body is stored for whichever runner claims it."""
         self._check_size(spec)
         self._check_quotas()
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         suffix = secrets.token_hex(3)
-        job = NewJob(id=f"job-{stamp}-{suffix}", model_id=f"m-{stamp}-{suffix}", config=shown_config(spec),
+        job = storage.NewJob(id=f"job-{stamp}-{suffix}", model_id=f"m-{stamp}-{suffix}", config=shown_config(spec),
                      body=spec.to_dict(), max_attempts=spec.max_attempts,
                      progress=JobProgress.queued(spec.training.steps).to_json())
         created = self.store.jobs.submit(job, self.settings.job_queue)  # QueueFull (429) past the limit
@@ -114,7 +113,7 @@ class JobService:
                                 f"(SEQ2SEQ_MAX_TRAINED_MODELS); {trained} exist and {pending} jobs will add more; "
                                 "delete models with DELETE /models/{id}")
 
-    async def cancel(self, job_id: str) -> JobRow:
+    async def cancel(self, job_id: str) -> storage.JobRow:
         """A queued job ends at once; a running one, wherever it runs, within about 2 s."""
         try:
             job = await asyncio.to_thread(self.store.jobs.request_cancel, job_id)

@@ -19,7 +19,6 @@ from model.training import Progress, record_point
 
 from .. import storage
 from ..device import Device
-from ..storage.jobs import JobRow, Outcome
 from .launcher import Launcher, TrainingProcess
 from .progress import JobProgress
 from .protocol import ProtocolError, Result, RunSpec, decode
@@ -45,8 +44,8 @@ class Live:
         if not self.history or self.history[-1]["step"] != p.step:
             record_point(self.history, p.step, p.loss, p.accuracy)
 
-    def outcome(self) -> Outcome:
-        recorded: Outcome = {"history": self.history}
+    def outcome(self) -> storage.JobOutcome:
+        recorded: storage.JobOutcome = {"history": self.history}
         if self.progress is not None:
             recorded["progress"] = self.progress.to_json()
         return recorded
@@ -65,7 +64,7 @@ class Supervisor:
         self.registration = registration
         self.on_change = on_change
 
-    async def run(self, job: JobRow) -> None:
+    async def run(self, job: storage.JobRow) -> None:
         """Train the job to its outcome. Cancelled (the runner is stopping): the job goes back to the queue."""
         live = Live()
         child: TrainingProcess | None = None
@@ -106,7 +105,7 @@ class Supervisor:
                 path.unlink(missing_ok=True)
                 checkpoint.manifest_path(path).unlink(missing_ok=True)
 
-    def _prepare(self, job: JobRow) -> tuple[RunSpec, list[Path]]:
+    def _prepare(self, job: storage.JobRow) -> tuple[RunSpec, list[Path]]:
         """The job's spec file, where its checkpoint goes and, for if_better, the model it is compared with."""
         spec = parse_job(self.store.jobs.body(job.id))  # the stored body, read by the same rules as ever
         spec_path, out = self.workdir / f"{job.id}.run.json", self.workdir / f"{job.id}.pt"
@@ -169,7 +168,7 @@ class Supervisor:
             except Exception as exc:  # the database is away: the lease decides, keep training meanwhile
                 log.warning("job %s: cannot reach the database (%s)", job_id, exc)
 
-    async def _succeed(self, job: JobRow, run: RunSpec, result: Result, live: Live) -> None:
+    async def _succeed(self, job: storage.JobRow, run: RunSpec, result: Result, live: Live) -> None:
         progress = (live.progress or JobProgress.queued(run.spec.training.steps)).finished(result.metrics)
         try:
             await self.registration.register(job, run, result, {"progress": progress.to_json(),
@@ -180,7 +179,7 @@ class Supervisor:
             await self._end(job.id, "failed", {**live.outcome(),
                                                "error": f"the trained checkpoint was not registered: {exc}"[:500]})
 
-    async def _end(self, job_id: str, status: str, outcome: Outcome) -> None:
+    async def _end(self, job_id: str, status: str, outcome: storage.JobOutcome) -> None:
         try:
             if not await asyncio.to_thread(self.store.jobs.finish, job_id, self.owner, status, outcome):
                 log.warning("job %s: lease lost; its %s outcome was not written", job_id, status)

@@ -8,8 +8,8 @@
 Synchronous throughout (call it via asyncio.to_thread from async code). Imports nothing from the HTTP layer;
 `model/` only when a checkpoint is loaded (checkpoints.py). Modules: engine (URLs, engines, transactions),
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
-rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore), watcher (ActiveWatcher), checkpoints
-(hash and load from bytes), clock, errors.
+rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, NewJob and JobOutcome),
+watcher (ActiveWatcher), checkpoints (hash and load from bytes), clock, errors.
 From a shell: `python -m app.storage migrate --url URL`.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from .checkpoints import load_checkpoint, sha256_of, verify_checkpoint
 from .engine import default_url, is_postgres, make_engine, normalize_url, sqlite_path
 from .errors import Conflict, IntegrityFailure, NotFound, QueueFull, StorageError
-from .jobs import JobStore, LeaseLost
+from .jobs import JobOutcome, JobRow, JobStore, LeaseLost, NewJob
 from .legacy import LegacyReport, import_legacy
 from .migrate import MigrationResult, head_revision, migrate
 from .models import ModelStore, Verifier
@@ -29,8 +29,9 @@ from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "CheckpointInfo", "Conflict", "IntegrityFailure", "JobStore", "LeaseLost", "LegacyReport",
-    "MigrationResult", "ModelRow", "ModelStore", "NotFound", "QueueFull", "Source", "Storage", "StorageError",
+    "ActiveWatcher", "CheckpointInfo", "Conflict", "IntegrityFailure", "JobOutcome", "JobRow", "JobStore", "LeaseLost",
+    "LegacyReport", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "QueueFull", "Source", "Storage",
+    "StorageError",
     "default_url", "head_revision",
     "import_legacy", "is_postgres", "load_checkpoint", "make_engine", "migrate", "normalize_url", "open_storage",
     "sha256_of", "sqlite_path", "verify_checkpoint",

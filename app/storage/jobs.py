@@ -90,7 +90,7 @@ class NewJob:
     created_at: str | None = None  # default: the database's now
 
 
-class Outcome(TypedDict, total=False):
+class JobOutcome(TypedDict, total=False):
     """What a worker may record when it ends a job."""
 
     error: str
@@ -107,8 +107,8 @@ def _holding(job_id: str, owner: str):
     return sa.and_(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running")
 
 
-def _encode(outcome: Outcome) -> dict[str, Any]:
-    unknown = set(outcome) - set(Outcome.__annotations__)
+def _encode(outcome: JobOutcome) -> dict[str, Any]:
+    unknown = set(outcome) - set(JobOutcome.__annotations__)
     if unknown:
         raise ValueError(f"a job's {sorted(unknown)} cannot be set when it finishes")
     return {key: json.dumps(value) if key in ("progress", "history") else value for key, value in outcome.items()}
@@ -231,7 +231,7 @@ class JobStore:
             return conn.execute(sa.update(jobs).where(_holding(job_id, owner)).values(
                 progress=json.dumps(progress), history=json.dumps(history))).rowcount == 1
 
-    def finish(self, job_id: str, owner: str, status: str, outcome: Outcome | None = None) -> bool:
+    def finish(self, job_id: str, owner: str, status: str, outcome: JobOutcome | None = None) -> bool:
         """End a held job with a terminal status and what it recorded. False (nothing written) when the caller
         no longer holds the job."""
         if status not in TERMINAL:
@@ -247,7 +247,7 @@ class JobStore:
 
     def finish_with_model(self, job_id: str, owner: str, *, model_id: str, checkpoint: bytes, sha256: str,
                           created_at: str, info: Info, activate: bool = False,
-                          outcome: Outcome | None = None) -> int | None:
+                          outcome: JobOutcome | None = None) -> int | None:
         """Register the job's trained model, optionally activate it, and end the job 'succeeded', all in one
         transaction: either all of it happens or none. Returns the new active version if it activated, else None.
         Raises IntegrityFailure (bad bytes; nothing written), Conflict (model id taken) or LeaseLost."""

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.storage import Storage
-from app.storage.jobs import NewJob
+from app.storage import NewJob, Storage
 
 
 @dataclass(frozen=True)

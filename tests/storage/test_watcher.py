@@ -1,8 +1,7 @@
 """Another process's activation reaches a watcher within a second; a PostgreSQL restart is survived."""
 from __future__ import annotations
 
-from app.storage import ActiveWatcher, open_storage
-from app.storage.jobs import NewJob
+from app.storage import ActiveWatcher, NewJob, open_storage
 from tests.postgres import poll
 from tests.storage.helpers import register
 
