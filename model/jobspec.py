@@ -51,7 +51,6 @@ TRAINING_LIMITS = {
     "eval_every": TRAIN_BOUNDS["eval_every"].up_to(1_000_000),
     "seed": Interval(0, 2**31 - 1),
 }
-BODY_FIELDS = frozenset({"dataset", "model", "training", "activate", "name", "max_attempts"})
 MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
 TRAINING_FIELDS = frozenset({"recipe", "prefix_lengths", *TRAINING_LIMITS})  # eval_size is not a job's to set
 EVAL_SIZE = TrainConfig().eval_size
@@ -110,6 +109,10 @@ class JobSpec:
         return body
 
 
+SETTINGS = frozenset(f.name for f in fields(JobSpec)) - {"model", "training", "sequences"}  # activate, name, ...
+BODY_FIELDS = frozenset({"dataset", "model", "training", *SETTINGS})
+
+
 def build_spec(*, model: Mapping[str, Any], training: Mapping[str, Any], sequences: list[list[int]] | None,
                activate: Activation = DEFAULT_ACTIVATE, name: str | None = None,
                max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> JobSpec:
@@ -130,11 +133,11 @@ def parse_job(body: object) -> JobSpec:
     if "generator" in dataset and dataset["generator"] != "random":
         raise JobError("dataset.generator", f'must be "random", got {_short(dataset["generator"])}')
     sequences = check_sequences(dataset["sequences"]) if "sequences" in dataset else None
-    top = {key: _typed(key, value, _SPEC_TYPES[key]) for key, value in data.items()
-           if key in ("activate", "name", "max_attempts") and value is not None}
+    settings = {key: _typed(key, value, _SPEC_TYPES[key]) for key, value in data.items()
+                if key in SETTINGS and value is not None}
     return build_spec(model=_section(data, "model", MODEL_FIELDS, _MODEL_TYPES),
                       training=_section(data, "training", TRAINING_FIELDS, _TRAINING_TYPES),
-                      sequences=sequences, **top)
+                      sequences=sequences, **settings)
 
 
 def check_sequences(value: object) -> list[list[int]]:
