@@ -42,6 +42,7 @@ nginx:
 
 test: install browser postgres nginx
 	$(BIN)/ruff check model app bench tests docs
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 run: install

@@ -10,7 +10,7 @@ from ..deps import Managed, RegistryDep
 from ..schemas import errors
 
 router = APIRouter(prefix="/models", tags=["models"])
-ERR = errors(401, 404, 409, 503)
+ERR = errors(401, 404, 409, 422, 503)  # 422: an id FastAPI cannot read; answered as every error is
 
 
 @router.get("", response_model=list[ModelInfo], summary="Registered models, newest first")
