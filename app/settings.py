@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     max_job_work: int = Field(1 << 24, ge=1, description="a job's batch_size x seq_length x hidden_dim")
     log_level: str = "info"
     graceful_timeout_s: float = 10.0
+    # Jobs under operations (issue 15)
+    job_max_handbacks: int = Field(5, ge=0, description="times a running job may be handed back to the queue by a "
+                                   "stopping worker (SIGTERM, an evicted pod); past it the job fails")
+    job_progress_timeout_s: float = Field(300.0, gt=0, description="a training process that sends no progress for "
+                                          "this long is killed, and its job retried or failed per max_attempts")
+    job_lock_wait_s: float = Field(2.0, gt=0, description="how long each try of a job's finishing write waits for a "
+                                   "database lock before it tries again (retries last up to 120 s while the lease "
+                                   "holds); keep it well under job_lease_s")
 
     @property
     def db_url(self) -> str:

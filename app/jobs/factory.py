@@ -8,6 +8,7 @@ from .. import storage
 from ..device import Device
 from ..settings import Settings
 from .scheduler import JobRunner
+from .supervisor import Limits
 
 
 def build_runner(settings: Settings, store: storage.Storage, device: Device, *,
@@ -18,4 +19,6 @@ def build_runner(settings: Settings, store: storage.Storage, device: Device, *,
     this runner changed (the service's event streams listen)."""
     return JobRunner(store, device, slots=max(1, settings.job_workers), lease_s=settings.job_lease_s,
                      threads=settings.job_threads, default_model=settings.default_model,
-                     standby=settings.job_standby, on_activated=on_activated, on_change=on_change)
+                     standby=settings.job_standby, on_activated=on_activated, on_change=on_change,
+                     limits=Limits(lease_s=settings.job_lease_s, progress_timeout_s=settings.job_progress_timeout_s,
+                                   lock_wait_s=settings.job_lock_wait_s, max_handbacks=settings.job_max_handbacks))

@@ -16,31 +16,34 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .. import storage
 from ..device import Device
 from .launcher import Launcher
 from .registration import Registration
-from .supervisor import Supervisor
+from .supervisor import Limits, Supervisor
 
 log = logging.getLogger("seq2seq.jobs")
 
 
 class JobRunner:
     def __init__(self, store: storage.Storage, device: Device, *, slots: int, lease_s: float, threads: int = 1,
-                 default_model: str = "default", standby: bool = False,
+                 default_model: str = "default", standby: bool = False, limits: Limits | None = None,
                  on_activated: Callable[[str, int], None] | None = None, on_change: Callable[[], None] | None = None):
+        """limits: the supervisor's deadlines and caps; its lease_s is `lease_s`."""
         self.store = store
         self.slots = slots
         self.lease_s = lease_s
+        limits = replace(limits or Limits(), lease_s=lease_s)
         self.on_change = on_change or (lambda: None)
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"  # the lease's identity
         self._workdir = Path(tempfile.mkdtemp(prefix="seq2seq-runs-"))
         self._launcher = Launcher(standby)
-        registration = Registration(store, self.owner, default_model, on_activated)
-        self._supervisor = Supervisor(store, self.owner, lease_s, self._launcher, self._workdir, device, threads,
+        registration = Registration(store, default_model, limits.lock_wait_s, on_activated)
+        self._supervisor = Supervisor(store, self.owner, limits, self._launcher, self._workdir, device, threads,
                                       registration, self.on_change)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -60,7 +63,8 @@ class JobRunner:
         return len(self._running)
 
     async def stop(self) -> None:
-        """Hand running jobs back to the queue (their attempt is not counted) and stop their processes."""
+        """Hand running jobs back to the queue (their attempt is not counted, the hand-back is) and stop their
+        processes."""
         self._stopping = True
         self.wake()
         if self._loop_task is not None:  # let it finish what it does: a claim in flight becomes a running job

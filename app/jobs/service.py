@@ -74,15 +74,20 @@ class JobService:
 
     # -- writing ---------------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> storage.JobRow:
-        """Queue a job validated once, at the HTTP layer; its body is stored for whichever runner claims it."""
+        """Queue a job validated once, at the HTTP layer; its body is stored for whichever runner claims it. The
+        quotas (queue, job records, trained models) are checked in the transaction that queues it."""
         self._check_size(spec)
-        self._check_quotas()
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         suffix = secrets.token_hex(3)
         job = storage.NewJob(id=f"job-{stamp}-{suffix}", model_id=f"m-{stamp}-{suffix}", config=shown_config(spec),
                      body=spec.to_dict(), max_attempts=spec.max_attempts,
                      progress=JobProgress.queued(spec.training.steps).to_json())
-        created = self.store.jobs.submit(job, self.settings.job_queue)  # QueueFull (429) past the limit
+        s = self.settings
+        try:  # QueueFull (429) past the queue limit
+            created = self.store.jobs.submit(job, s.job_queue, records=s.max_job_records,
+                                             trained_models=s.max_trained_models)
+        except storage.QuotaFull as exc:
+            raise QuotaExceeded(_quota_message(exc, s)) from None
         self.update_gauge()
         return created
 
@@ -100,18 +105,6 @@ class JobService:
         if work > self.settings.max_job_work:
             raise InvalidInput("training.batch_size", f"a step of {batch} examples x seq_length x hidden_dim is {work}; "
                                                       f"this service allows at most {self.settings.max_job_work}")
-
-    def _check_quotas(self) -> None:
-        s = self.settings
-        counts = self.store.jobs.counts()
-        if sum(counts.values()) >= s.max_job_records:
-            raise QuotaExceeded(f"the service keeps at most {s.max_job_records} job records "
-                                "(SEQ2SEQ_MAX_JOB_RECORDS); delete finished jobs with DELETE /jobs/{id}")
-        trained, pending = self.store.models.count_trained(), counts["queued"] + counts["running"]
-        if trained + pending >= s.max_trained_models:
-            raise QuotaExceeded(f"the service keeps at most {s.max_trained_models} trained models "
-                                f"(SEQ2SEQ_MAX_TRAINED_MODELS); {trained} exist and {pending} jobs will add more; "
-                                "delete models with DELETE /models/{id}")
 
     async def cancel(self, job_id: str) -> storage.JobRow:
         """A queued job ends at once; a running one, wherever it runs, within about 2 s."""
@@ -133,3 +126,11 @@ class JobService:
             raise Conflict(f"job {job_id!r} is {job.status}; cancel it first")
         self.store.jobs.delete(job_id)
         self.update_gauge()
+
+
+def _quota_message(exc: storage.QuotaFull, settings: Settings) -> str:
+    if exc.what == "job records":
+        return (f"the service keeps at most {settings.max_job_records} job records (SEQ2SEQ_MAX_JOB_RECORDS); "
+                "delete finished jobs with DELETE /jobs/{id}")
+    return (f"the service keeps at most {settings.max_trained_models} trained models (SEQ2SEQ_MAX_TRAINED_MODELS); "
+            f"{exc.count} exist or will, counting queued and running jobs; delete models with DELETE /models/{{id}}")

@@ -2,13 +2,13 @@
 
     storage = open_storage("sqlite:///data/seq2seq.db")     # or postgresql://user:pass@host:5432/db
     storage.models.register_trained(...); storage.models.activate("m-1")
-    job = storage.jobs.claim(owner, host, pid, lease_s=30)
+    job = storage.jobs.claim(owner, host, pid, lease_s=30)   # then every write names job.lease
     watcher = storage.watch_active(on_change).start()
 
 Synchronous throughout (call it via asyncio.to_thread from async code). Imports nothing from the HTTP layer;
 `model/` only when a checkpoint is loaded (checkpoints.py). Modules: engine (URLs, engines, transactions),
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
-rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, NewJob and JobOutcome),
+rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, Lease, NewJob, JobOutcome),
 watcher (ActiveWatcher), checkpoints (hash and load from bytes), clock, errors.
 From a shell: `python -m app.storage migrate --url URL`.
 """
@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 
 from .checkpoints import load_checkpoint, sha256_of, verify_checkpoint
 from .engine import default_url, is_postgres, make_engine, normalize_url, sqlite_path
-from .errors import Conflict, IntegrityFailure, NotFound, QueueFull, StorageError
-from .jobs import JobOutcome, JobRow, JobStore, LeaseLost, NewJob
+from .errors import Conflict, IntegrityFailure, NotFound, QueueFull, QuotaFull, StorageError, transient
+from .jobs import Finished, JobOutcome, JobRow, JobStore, Lease, LeaseLost, NewJob, Pointer
 from .legacy import LegacyReport, import_legacy
 from .migrate import MigrationResult, head_revision, migrate
 from .models import ModelStore, Verifier
@@ -29,12 +29,12 @@ from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "CheckpointInfo", "Conflict", "IntegrityFailure", "JobOutcome", "JobRow", "JobStore", "LeaseLost",
-    "LegacyReport", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "QueueFull", "Source", "Storage",
-    "StorageError",
+    "ActiveWatcher", "CheckpointInfo", "Conflict", "Finished", "IntegrityFailure", "JobOutcome", "JobRow", "JobStore",
+    "Lease", "LeaseLost", "LegacyReport", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
+    "QueueFull", "QuotaFull", "Source", "Storage", "StorageError",
     "default_url", "head_revision",
     "import_legacy", "is_postgres", "load_checkpoint", "make_engine", "migrate", "normalize_url", "open_storage",
-    "sha256_of", "sqlite_path", "verify_checkpoint",
+    "sha256_of", "sqlite_path", "transient", "verify_checkpoint",
 ]
 
 

@@ -1,6 +1,8 @@
 """What the stores raise. Each error carries the HTTP status the service should answer with, as a hint only."""
 from __future__ import annotations
 
+from sqlalchemy import exc as sa_exc
+
 
 class StorageError(Exception):
     status = 500
@@ -29,3 +31,23 @@ class QueueFull(StorageError):
         super().__init__(f"the job queue is full ({queued} jobs waiting, limit {limit})")
         self.queued = queued
         self.limit = limit
+
+
+class QuotaFull(StorageError):
+    """A limit on stored things (job records, trained models) checked when a job is queued."""
+
+    status = 409
+
+    def __init__(self, what: str, count: int, limit: int):
+        super().__init__(f"{what}: {count} of at most {limit}")
+        self.what = what
+        self.count = count
+        self.limit = limit
+
+
+def transient(exc: BaseException) -> bool:
+    """A database error that may pass if tried again: a lock not granted in time (SQLite's "database is locked",
+    PostgreSQL's lock_timeout), a dropped connection, a failover."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)

@@ -62,6 +62,8 @@ jobs = sa.Table(
     sa.Column("worker_host", sa.String(255)),
     sa.Column("worker_pid", sa.Integer),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("lease_token", sa.String(64)),         # the claim holding the lease: a new one on every claim
+    sa.Column("handbacks", sa.Integer, nullable=False, server_default="0"),  # hand-backs by stopping workers
     sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_jobs_status"),
 )
 sa.Index("ix_jobs_status_seq", jobs.c.status, jobs.c.seq)                 # claim, queue length, counts

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import Conflict, IntegrityFailure, LeaseLost, NotFound, QueueFull, sha256_of
+from app.storage import Conflict, Finished, IntegrityFailure, Lease, LeaseLost, NotFound, QueueFull, sha256_of
 from app.storage.clock import db_now
 from tests.postgres import poll
 from tests.storage.helpers import new_job
@@ -126,10 +126,10 @@ def test_claim_order_and_empty_queue(storage):
 def test_expired_leases_requeue_then_fail_as_worker_lost(storage):
     storage.jobs.submit(new_job("j"), queue_limit=10)
     storage.jobs.submit(new_job("other"), queue_limit=10)
-    storage.jobs.claim("w1", "host", 1, lease_s=30)
+    lease = storage.jobs.claim("w1", "host", 1, lease_s=30).lease
     storage.jobs.claim("w9", "host", 9, lease_s=3600)
     assert storage.jobs.requeue_expired() == {"requeued": [], "failed": [], "cancelled": []}  # nothing expired yet
-    assert storage.jobs.renew("j", "w1", lease_s=30)
+    assert storage.jobs.renew(lease, lease_s=30)
     assert storage.jobs.requeue_expired(later(storage, 60)) == {"requeued": ["j"], "failed": [], "cancelled": []}
     job = storage.jobs.get("j")
     assert (job.status, job.attempt, job.lease_owner, job.finished_at) == ("queued", 1, None, None)
@@ -151,15 +151,15 @@ def test_a_short_lease_expires_on_the_database_clock(storage):
 
 def test_zombie_writes_are_refused(storage, checkpoints):
     storage.jobs.submit(new_job("j"), queue_limit=10)
-    storage.jobs.claim("zombie", "host-a", 1, lease_s=30)
+    zombie = storage.jobs.claim("zombie", "host-a", 1, lease_s=30).lease
     storage.jobs.requeue_expired(later(storage, 60))
-    storage.jobs.claim("heir", "host-b", 2, lease_s=30)
+    heir = storage.jobs.claim("heir", "host-b", 2, lease_s=30).lease
     c = checkpoints[0]
-    assert not storage.jobs.renew("j", "zombie", lease_s=30)
-    assert not storage.jobs.update_progress("j", "zombie", {"step": 99}, [{"step": 99}])
-    assert not storage.jobs.finish("j", "zombie", "failed", {"error": "zombie"})
+    assert not storage.jobs.renew(zombie, lease_s=30)
+    assert not storage.jobs.update_progress(zombie, {"step": 99}, [{"step": 99}])
+    assert not storage.jobs.finish(zombie, "failed", {"error": "zombie"})
     with pytest.raises(LeaseLost):
-        storage.jobs.finish_with_model("j", "zombie", model_id="m-z", checkpoint=c.blob, sha256=c.sha256,
+        storage.jobs.finish_with_model(zombie, model_id="m-z", checkpoint=c.blob, sha256=c.sha256,
                                        created_at=c.created_at, info={}, activate=True)
     with pytest.raises(NotFound):
         storage.models.get("m-z")  # the model went with the refused transaction
@@ -167,9 +167,9 @@ def test_zombie_writes_are_refused(storage, checkpoints):
     job = storage.jobs.get("j")
     assert (job.status, job.lease_owner, job.worker_host, job.progress) == (
         "running", "heir", "host-b", {"step": 0, "total_steps": 10})
-    assert storage.jobs.update_progress("j", "heir", {"step": 5}, [{"step": 5, "loss": 1.0}])
-    assert storage.jobs.finish("j", "heir", "failed", {"error": "boom"})
-    assert not storage.jobs.finish("j", "heir", "succeeded")  # ended: nobody holds it any more
+    assert storage.jobs.update_progress(heir, {"step": 5}, [{"step": 5, "loss": 1.0}])
+    assert storage.jobs.finish(heir, "failed", {"error": "boom"})
+    assert not storage.jobs.finish(heir, "succeeded")  # ended: nobody holds it any more
     job = storage.jobs.get("j")
     assert (job.status, job.error, job.progress, job.history) == (
         "failed", "boom", {"step": 5}, [{"step": 5, "loss": 1.0}])
@@ -178,29 +178,29 @@ def test_zombie_writes_are_refused(storage, checkpoints):
 def test_finish_with_model_registers_activates_and_finishes_in_one_transaction(storage, checkpoints):
     c0, c1 = checkpoints[0], checkpoints[1]
     storage.jobs.submit(new_job("j"), queue_limit=10)
-    storage.jobs.claim("w", "host", 1, lease_s=30)
+    lease = storage.jobs.claim("w", "host", 1, lease_s=30).lease
     junk = b"junk"
     with pytest.raises(IntegrityFailure):
-        storage.jobs.finish_with_model("j", "w", model_id="m-j", checkpoint=junk, sha256=sha256_of(junk),
+        storage.jobs.finish_with_model(lease, model_id="m-j", checkpoint=junk, sha256=sha256_of(junk),
                                        created_at=c0.created_at, info={})
     assert storage.jobs.get("j").status == "running" and storage.models.list() == []
     storage.models.register_trained("taken", c1.blob, c1.sha256, c1.created_at, {})
     with pytest.raises(Conflict):
-        storage.jobs.finish_with_model("j", "w", model_id="taken", checkpoint=c0.blob, sha256=c0.sha256,
+        storage.jobs.finish_with_model(lease, model_id="taken", checkpoint=c0.blob, sha256=c0.sha256,
                                        created_at=c0.created_at, info={})
     assert storage.jobs.get("j").status == "running"
-    version = storage.jobs.finish_with_model(
-        "j", "w", model_id="m-j", checkpoint=c0.blob, sha256=c0.sha256, created_at=c0.created_at,
+    finished = storage.jobs.finish_with_model(
+        lease, model_id="m-j", checkpoint=c0.blob, sha256=c0.sha256, created_at=c0.created_at,
         info={"name": "j"}, activate=True, outcome={"activation_reason": "activated: always", "progress": {"step": 10}})
-    assert version == 1 and storage.models.active() == ("m-j", 1)
+    assert finished == Finished(True, "activated: always", 1) and storage.models.active() == ("m-j", 1)
     job = storage.jobs.get("j")
     assert (job.status, job.model_id, job.activated, job.activation_reason, job.progress) == (
         "succeeded", "m-j", True, "activated: always", {"step": 10})
     assert storage.models.checkpoint_bytes("m-j") == c0.blob
     storage.jobs.submit(new_job("k"), queue_limit=10)
-    storage.jobs.claim("w", "host", 1, lease_s=30)
-    assert storage.jobs.finish_with_model("k", "w", model_id="m-k", checkpoint=c1.blob, sha256=c1.sha256,
-                                          created_at=c1.created_at, info={}) is None
+    lease = storage.jobs.claim("w", "host", 1, lease_s=30).lease
+    assert storage.jobs.finish_with_model(lease, model_id="m-k", checkpoint=c1.blob, sha256=c1.sha256,
+                                          created_at=c1.created_at, info={}).version is None
     assert storage.models.active() == ("m-j", 1) and storage.jobs.get("k").activated is False
 
 
@@ -211,17 +211,17 @@ def test_cancel(storage):
     with pytest.raises(Conflict, match="ended"):
         storage.jobs.request_cancel("j0")
     running = storage.jobs.claim("w", "host", 1, lease_s=30)
-    assert running.id == "j1"  # the cancelled job is never claimed
+    assert running.id == "j1" and running.lease is not None  # the cancelled job is never claimed
     job = storage.jobs.request_cancel("j1")
     assert (job.status, job.cancel_requested) == ("running", True)
     assert storage.jobs.cancel_requested("j1")
-    assert storage.jobs.finish("j1", "w", "cancelled")
+    assert storage.jobs.finish(running.lease, "cancelled")
     storage.jobs.claim("w2", "host", 2, lease_s=30)
     storage.jobs.request_cancel("j2")
     assert storage.jobs.requeue_expired(later(storage, 60))["cancelled"] == ["j2"]  # its worker died: no retry
     assert storage.jobs.counts()["cancelled"] == 3
     with pytest.raises(ValueError):
-        storage.jobs.finish("j1", "w", "running")
+        storage.jobs.finish(running.lease, "running")
 
 
 def test_purge_finished_keeps_the_newest(storage):
@@ -237,12 +237,12 @@ def test_purge_finished_keeps_the_newest(storage):
 
 def test_release_hands_a_job_back_without_counting_the_attempt(storage):
     storage.jobs.submit(new_job("j"), queue_limit=10)
-    storage.jobs.claim("w", "host", 1, lease_s=30)
-    assert not storage.jobs.release("j", "someone-else")
-    assert storage.jobs.release("j", "w")
+    lease = storage.jobs.claim("w", "host", 1, lease_s=30).lease
+    assert storage.jobs.release(Lease("j", "someone-else", lease.token)) is None
+    assert storage.jobs.release(lease) == "queued"
     job = storage.jobs.get("j")
-    assert (job.status, job.attempt, job.lease_owner, job.started_at) == ("queued", 0, None, None)
-    assert not storage.jobs.release("j", "w")  # no longer held
+    assert (job.status, job.attempt, job.lease_owner, job.started_at, job.handbacks) == ("queued", 0, None, None, 1)
+    assert storage.jobs.release(lease) is None  # no longer held
     assert storage.jobs.claim("w2", "host", 2, lease_s=30).attempt == 1
 
 

@@ -37,7 +37,7 @@ def tables(url: str) -> set[str]:
 
 def test_migrate_builds_the_schema_once(db_url):
     first = migrate(db_url)
-    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001"], None)
+    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001", "0002"], None)
     again = migrate(db_url)
     assert (again.before, again.applied) == (head_revision(), [])
     assert tables(db_url) >= TABLES
@@ -62,7 +62,7 @@ def test_concurrent_starts_migrate_exactly_once(db_url):
     assert ready == ["ready\n"] * 3, [err for _, err in outputs]
     assert [p.returncode for p in procs] == [0] * 3, [err for _, err in outputs]
     applied = sorted(json.loads(out) for out, _ in outputs)
-    assert applied == [[], [], ["0001"]]  # one process migrated; the others found it done
+    assert applied == [[], [], ["0001", "0002"]]  # one process migrated; the others found it done
     assert tables(db_url) >= TABLES
 
 
@@ -81,7 +81,7 @@ def test_cli_migrates_and_the_package_stays_out_of_the_service(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     result, imported = done.stdout.strip().splitlines()
-    assert json.loads(result)["applied"] == ["0001"]
+    assert json.loads(result)["applied"] == ["0001", "0002"]
     assert imported == "[]"  # no HTTP layer, no service module, no torch just to migrate
     assert tables(url) >= TABLES
 
@@ -119,3 +119,32 @@ def test_the_migrations_build_exactly_the_schema_the_code_queries(db_url):
         table.to_metadata(widened)
     widened.tables["models"].append_column(sa.Column("added", sa.Integer))
     assert [diff[0] for diff in schema_differences(db_url, widened)] == ["add_column"]
+
+
+def test_0002_adds_the_lease_token_and_handbacks_to_existing_jobs_and_goes_back(db_url):
+    """A database at 0001 with a running job: 0002 keeps the row (no token: its next write fails, its lease expires
+    and the job is requeued), with 0 hand-backs; the downgrade drops the columns and keeps the jobs."""
+    from alembic.command import downgrade, upgrade
+
+    from app.storage.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            upgrade(alembic_config(conn), "0001")
+            conn.execute(sa.text(
+                "INSERT INTO jobs (id, seq, status, config, progress, history, created_at, activated, attempt, "
+                "max_attempts, lease_owner, lease_expires_at, cancel_requested) VALUES ('j', 1, 'running', '{}', "
+                "'{}', '[]', '2026-01-01T00:00:00.000+00:00', false, 1, 2, 'w', '2026-01-01T00:00:15.000+00:00', "
+                "false)"))
+        assert migrate(db_url).applied == ["0002"]
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT id, status, lease_owner, lease_token, handbacks FROM jobs")).all() \
+                == [("j", "running", "w", None, 0)]
+        with engine.begin() as conn:
+            downgrade(alembic_config(conn), "0001")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT id, status FROM jobs")).all() == [("j", "running")]
+        assert "handbacks" not in {c["name"] for c in sa.inspect(engine).get_columns("jobs")}
+    finally:
+        engine.dispose()
