@@ -4,7 +4,8 @@ It claims jobs from the shared queue, trains them on its own device (SEQ2SEQ_DEV
 streams progress into the database and registers each model in the same transaction that ends its job. It is
 the runner a serving instance runs (app.jobs.build_runner, the same settings): SEQ2SEQ_JOB_WORKERS jobs at once
 (at least one), a warmed-up spare with SEQ2SEQ_JOB_STANDBY. SIGTERM hands the running jobs back to the queue
-(their attempt is not counted, so another worker starts them again at once) and exits 0. It imports the model,
+(their attempt is not counted, so another worker starts them again at once; the hand-back is, up to
+SEQ2SEQ_JOB_MAX_HANDBACKS) and exits 0. It imports the model,
 the storage layer and the job runner; never the HTTP app.
 """
 from __future__ import annotations

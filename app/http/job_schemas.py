@@ -181,6 +181,8 @@ class JobView(BaseModel):
     activation_reason: str | None
     attempt: int
     max_attempts: int
+    handbacks: int = Field(description="times a stopping worker handed it back to the queue (capped by "
+                                       "SEQ2SEQ_JOB_MAX_HANDBACKS)")
     config: dict[str, Any] = Field(description="the job as submitted, its dataset as a count and a hash")
     name: str | None
     worker: WorkerView | None = Field(description="the process holding its lease, while it runs")
@@ -193,4 +195,4 @@ class JobView(BaseModel):
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
             "error": job.error, "model_id": job.model_id, "activated": job.activated,
             "activation_reason": job.activation_reason, "attempt": job.attempt, "max_attempts": job.max_attempts,
-            "config": job.config, "name": job.config.get("name"), "worker": worker})
+            "handbacks": job.handbacks, "config": job.config, "name": job.config.get("name"), "worker": worker})
