@@ -11,7 +11,7 @@ import httpx
 from tests.conftest import poll
 
 STALLED = 100  # of each kind: partial headers, partial body
-DEADLINE_S = 3  # short, so the test is quick; long enough that the other client is served while all are stalled
+DEADLINE_S = 4  # short, so the test is quick; long enough that the other client is served while all are stalled
 PARTIAL_HEADERS = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: "
 PARTIAL_BODY = (b"POST /predict HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n"
                 b'{"start": ')
@@ -68,9 +68,9 @@ def test_stalled_connections_do_not_stop_others_and_are_closed_at_their_deadline
 
         poll(all_closed, timeout=DEADLINE_S + 10, message="the server to close every stalled connection")
         for s in [*slow_headers, trickler]:
-            assert s.received.startswith(b"HTTP/1.1 408 ") and b"headers did not arrive within 3 s" in s.received
+            assert s.received.startswith(b"HTTP/1.1 408 ") and f"headers did not arrive within {DEADLINE_S} s".encode() in s.received
         for s in slow_bodies:
-            assert s.received.startswith(b"HTTP/1.1 408 ") and b"body did not arrive within 3 s" in s.received
+            assert s.received.startswith(b"HTTP/1.1 408 ") and f"body did not arrive within {DEADLINE_S} s".encode() in s.received
         assert silent.received == b""  # nothing asked, nothing answered: just closed
         assert httpx.get(f"{srv.url}/healthz").status_code == 200
     finally:
@@ -79,3 +79,18 @@ def test_stalled_connections_do_not_stop_others_and_are_closed_at_their_deadline
     metrics = httpx.get(f"{srv.url}/metrics").text
     assert 'route="/predict",status="408"' in metrics  # the abandoned /predict requests, counted as timed out
     assert "unhandled error" not in srv.log.read_text()  # a client that left is not an error of ours
+
+
+def test_the_deadline_frees_the_connection_limit_that_stalled_clients_hold(make_server):
+    """SEQ2SEQ_MAX_CONNECTIONS counts open connections: while stalled ones fill it everyone gets 503 at once
+    (not a wait), and the header deadline is what gives the slots back."""
+    srv = make_server(SEQ2SEQ_HEADER_TIMEOUT_S="2", SEQ2SEQ_MAX_CONNECTIONS="20").start()
+    srv.wait_ready()
+    stalled = [Stalled(srv.port, PARTIAL_HEADERS) for _ in range(25)]
+    try:
+        assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 503
+        poll(lambda: all(s.closed() for s in stalled), timeout=12, message="the stalled connections to be closed")
+        assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200
+    finally:
+        for s in stalled:
+            s.sock.close()
