@@ -1,5 +1,6 @@
 """`python -m app`: serve with uvicorn on SEQ2SEQ_HOST:SEQ2SEQ_PORT, SEQ2SEQ_WORKERS processes (SIGTERM drains
-requests in flight, then exits 0). `python -m app migrate`: bring the database's schema up to date and stop."""
+requests in flight, then exits 0), with read deadlines for slow clients (app.http.protocol), a keep-alive
+timeout and a connection limit. `python -m app migrate`: bring the database's schema up to date and stop."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,8 @@ from typing import TypedDict
 
 import uvicorn
 
+from .http.protocol import DeadlineProtocol
+from .security import KeyRefused, checked_key
 from .settings import get_settings
 
 
@@ -20,24 +23,38 @@ class ServeOptions(TypedDict):
     log_level: str
     access_log: bool
     timeout_graceful_shutdown: int | None
+    http: type[DeadlineProtocol]
+    limit_concurrency: int
+    timeout_keep_alive: int
 
 
 def serve() -> None:
     settings = get_settings()
+    if settings.api_key and settings.auth == "key":  # refused here, before any process starts, with the reason
+        try:
+            checked_key(settings.api_key, "SEQ2SEQ_API_KEY")
+        except KeyRefused as exc:
+            sys.exit(f"refusing to start: {exc}")
     # uvicorn drains on SIGTERM, then re-raises the signal under the handler it found at start. A quiet handler
     # there turns a clean drain into exit status 0, which is what process managers read as success.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn annotates the graceful timeout as int but only passes it to asyncio.wait_for, which takes seconds as a
-    # float; SEQ2SEQ_GRACEFUL_TIMEOUT_S may be fractional.
+    # uvicorn annotates the graceful and keep-alive timeouts as int but only passes them to asyncio (wait_for,
+    # call_later), which take seconds as a float; both settings may be fractional.
     options: ServeOptions = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
                              "access_log": False,
-                             "timeout_graceful_shutdown": settings.graceful_timeout_s}  # type: ignore[typeddict-item]
+                             "timeout_graceful_shutdown": settings.graceful_timeout_s,  # type: ignore[typeddict-item]
+                             "http": DeadlineProtocol, "limit_concurrency": settings.max_connections,
+                             "timeout_keep_alive": settings.keep_alive_s}  # type: ignore[typeddict-item]
     if settings.workers == 1:
         from .main import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        try:
+            app = create_app(settings)
+        except KeyRefused as exc:  # a key file too short or a placeholder
+            sys.exit(f"refusing to start: {exc}")
+        uvicorn.run(app, **options)
     else:  # each process imports the app and builds its own: its own batcher, cache and models
         uvicorn.run("app.main:create_app", factory=True, workers=settings.workers, **options)
 

@@ -21,6 +21,10 @@ class InvalidInput(ServiceError):
         self.reason = message
 
 
+class Forbidden(ServiceError):
+    """The request asks for something its caller may not have (a non-public model without the key)."""
+
+
 class NotFound(ServiceError):
     pass
 

@@ -1,6 +1,9 @@
 """Who may manage the service: one API key, locked by default.
 
-Inference and the model list are open. Training, activation and deletion need `Authorization: Bearer KEY`.
+Inference and the model list are open. Training, activation and deletion need `Authorization: Bearer KEY`, and
+so does naming a model on the inference routes other than the active one and those made public
+(SEQ2SEQ_PUBLIC_MODELS): a trained model reproduces its training data, which /jobs guards, and every other id
+would cost a load.
 With no key configured the service makes one at first start and keeps it in DATA_DIR/api-key (mode 0600), so
 a fresh install is never open by accident; opening it takes SEQ2SEQ_AUTH=disabled, said out loud in the log.
 
@@ -11,6 +14,7 @@ unauthenticated upload costs nothing, and a new route is protected by declaring 
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -23,6 +27,8 @@ from pathlib import Path
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
+
+from .errors import Forbidden
 
 log = logging.getLogger("seq2seq.security")
 KEY_FILE = "api-key"
@@ -59,6 +65,15 @@ class ManagedRoutes:
         return pattern is not None and pattern.match(path) is not None
 
 
+def check_open_model(model_id: str, active_id: str | None, public: frozenset[str]) -> None:
+    """A request without the key may name the active model and the public ones; anything else is refused before
+    the registry is asked, so unknown and private ids cost the same nothing. 403, not 404: GET /models lists
+    every id anyway, and the answer says what would let the request through."""
+    if model_id != active_id and model_id not in public:
+        raise Forbidden(f"model: naming the model {model_id[:64]!r} needs the management key (Authorization: Bearer "
+                        "KEY); without it only the active model and those in SEQ2SEQ_PUBLIC_MODELS answer")
+
+
 def key_matches(header: bytes | None, key: bytes) -> bool:
     """Constant-time comparison of `Bearer KEY` over the raw UTF-8 bytes of both sides."""
     if not header:
@@ -69,14 +84,40 @@ def key_matches(header: bytes | None, key: bytes) -> bool:
     return hmac.compare_digest(given.strip(), key)
 
 
+MIN_KEY_LENGTH = 32
+# Placeholders the examples show (deploy/k8s/secret.example.yaml); a service must never run with one.
+EXAMPLE_KEYS = frozenset({"CHANGE-ME"})
+
+
+class KeyRefused(ValueError):
+    """A configured key the service will not run with; the message names where it came from."""
+
+
+def checked_key(key: str, source: str) -> bytes:
+    """The key as the service compares it: one trailing newline (from a secret file or `echo`) dropped, then at
+    least MIN_KEY_LENGTH characters, no surrounding whitespace (a Bearer header could never carry it) and
+    not an example's placeholder."""
+    key = key.removesuffix("\n").removesuffix("\r")
+    if key.strip() in EXAMPLE_KEYS:
+        raise KeyRefused(f"{source} is the example's placeholder {key.strip()!r}; set a generated key "
+                         "(openssl rand -hex 32)")
+    if key != key.strip():
+        raise KeyRefused(f"{source} has leading or trailing whitespace, which no Authorization header can carry")
+    if len(key) < MIN_KEY_LENGTH:
+        raise KeyRefused(f"{source} has {len(key)} characters; a key needs at least {MIN_KEY_LENGTH} "
+                         "(openssl rand -hex 32 makes one)")
+    return key.encode("utf-8")
+
+
 def resolve_key(configured: str | None, auth: str, data_dir: Path) -> bytes | None:
-    """The key management needs, or None when management is deliberately open."""
+    """The key management needs, or None when management is deliberately open. Raises KeyRefused for a key
+    too short or a placeholder, naming SEQ2SEQ_API_KEY or the key file."""
     if auth == "disabled":
         log.warning("SEQ2SEQ_AUTH=disabled: training, activation and deletion are OPEN to anyone who can reach "
                     "this service")
         return None
     if configured:
-        return configured.encode("utf-8")
+        return checked_key(configured, "SEQ2SEQ_API_KEY")
     path = data_dir / KEY_FILE
     key = _read_or_create(path)
     log.info("management API key: see %s (Authorization: Bearer <key>)", path)
@@ -84,28 +125,45 @@ def resolve_key(configured: str | None, auth: str, data_dir: Path) -> bytes | No
 
 
 def _read_or_create(path: Path) -> bytes:
+    """The key in `path`, made at first start. The file appears complete or not at all: the key is written in
+    full to a temporary file and fsynced before it is linked into place, and a failed write (a full disk)
+    leaves neither file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        key = path.read_bytes().strip()
-        if key:
-            return key
+        return _checked_file(path, path.read_text("utf-8"))
     except FileNotFoundError:
         pass
-    fresh = secrets.token_urlsafe(32).encode()
+    fresh = secrets.token_urlsafe(32).encode() + b"\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, fresh + b"\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(fresh)
+            while view:  # a short write (the disk filling up) writes the rest or raises
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # atomic, and never replaces a key another process wrote first
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write a new API key to {path}: {exc.strerror}; free some space or set "
+                                 "SEQ2SEQ_API_KEY") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _checked_file(path, path.read_text("utf-8"))
+
+
+def _checked_file(path: Path, text: str) -> bytes:
+    if not text.strip():
+        raise KeyRefused(f"{path} is empty; delete it to make a new key")
+    return checked_key(text, str(path))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    try:
-        os.link(tmp, path)  # atomic, and never replaces a key another process wrote first
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    key = path.read_bytes().strip()
-    if not key:
-        raise RuntimeError(f"{path} is empty; delete it to make a new key")
-    return key

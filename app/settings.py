@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .storage.engine import default_url
 
@@ -66,6 +67,28 @@ class Settings(BaseSettings):
     job_lock_wait_s: float = Field(2.0, gt=0, description="how long each try of a job's finishing write waits for a "
                                    "database lock before it tries again (retries last up to 120 s while the lease "
                                    "holds); keep it well under job_lease_s")
+    # Slow clients and answer bounds (issue 15)
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's line and headers must arrive within this "
+                                    "(from the connection, or from the request's first byte); else the connection is "
+                                    "closed")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request's body must arrive within this once its headers "
+                                  "have; else 408 and the connection is closed")
+    keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(1000, ge=1, description="open connections (or requests in flight) per serving "
+                                 "process; beyond it requests are answered 503 at once")
+    max_batch_answer_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="the most a batch answer may hold, "
+                                        "estimated from the model before decoding (every item counted, repeats "
+                                        "included); a batch past it is 422 naming prefixes and k")
+    public_models: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), description="comma-separated model ids anyone may name on the inference routes; without the "
+        "management key only these and the active model answer")
+
+    @field_validator("public_models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @property
     def db_url(self) -> str:

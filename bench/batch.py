@@ -36,7 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     env = {**os.environ, "SEQ2SEQ_PORT": str(port), "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_CACHE_SIZE": "0",
-           "SEQ2SEQ_API_KEY": "bench", "SEQ2SEQ_DATA_DIR": tempfile.mkdtemp(prefix="seq2seq-batch-"),
+           "SEQ2SEQ_API_KEY": "bench-management-key-0123456789abcdef", "SEQ2SEQ_DATA_DIR": tempfile.mkdtemp(prefix="seq2seq-batch-"),
            "SEQ2SEQ_LOG_LEVEL": "warning"}
     server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"

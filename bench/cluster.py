@@ -2,7 +2,7 @@
 deploy/render_nginx_conf.py for local ports) in front of 1, 2 and 3 serving processes, against TorchServe.
 
 Ours: three `python -m app` processes on free ports, each SEQ2SEQ_WORKERS=1, SEQ2SEQ_JOB_WORKERS=0,
-SEQ2SEQ_CACHE_SIZE=0, SEQ2SEQ_API_KEY=bench, one shared SQLite database (SEQ2SEQ_DATABASE_URL) and a data
+SEQ2SEQ_CACHE_SIZE=0, SEQ2SEQ_API_KEY=bench-management-key-0123456789abcdef, one shared SQLite database (SEQ2SEQ_DATABASE_URL) and a data
 directory each. Three nginx instances run beside them (Debian's nginx, the shipped configuration with only the
 upstream servers, the listen address and the runtime directory substituted): n1 in front of the first process,
 n2 the first two, n3 all three. Only the one under load does any work.
@@ -43,7 +43,7 @@ PROCESSES = 3
 def ours(name: str, work: Path, database_url: str) -> Server:
     port = free_port()
     env = {**os.environ, "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_PORT": str(port), "SEQ2SEQ_CACHE_SIZE": "0",
-           "SEQ2SEQ_API_KEY": "bench", "SEQ2SEQ_WORKERS": "1", "SEQ2SEQ_JOB_WORKERS": "0",
+           "SEQ2SEQ_API_KEY": "bench-management-key-0123456789abcdef", "SEQ2SEQ_WORKERS": "1", "SEQ2SEQ_JOB_WORKERS": "0",
            "SEQ2SEQ_DATABASE_URL": database_url, "SEQ2SEQ_DATA_DIR": str(work / name), "PYTHONPATH": str(ROOT)}
     return Server(name, [sys.executable, "-m", "app"], env, work, f"http://127.0.0.1:{port}", "/predict")
 
@@ -182,7 +182,7 @@ def main() -> int:
             "torchserve": versions + f" in {TS_VENV}; batchSize 64, maxBatchDelay 2 ms, 1 worker, 1 torch thread, "
                           "--ncs --disable-token-auth, model API off, default logging",
             "ours": f"{PROCESSES} x python -m app, SEQ2SEQ_WORKERS=1, SEQ2SEQ_JOB_WORKERS=0, SEQ2SEQ_CACHE_SIZE=0, "
-                    "SEQ2SEQ_API_KEY=bench, one shared SQLite database (SEQ2SEQ_DATABASE_URL), a data directory each, "
+                    "SEQ2SEQ_API_KEY=bench-management-key-0123456789abcdef, one shared SQLite database (SEQ2SEQ_DATABASE_URL), a data directory each, "
                     "defaults otherwise (1 torch thread, batch 64, 2 ms)",
             "nginx": f"{nginx_version}; deploy/nginx.conf rendered by deploy/render_nginx_conf.py (upstream servers, "
                      "listen address and runtime directory substituted; worker_processes auto, upstream keepalive 32, "

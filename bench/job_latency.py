@@ -22,7 +22,7 @@ import httpx
 from common import ROOT, median, wait_ready, write
 from load import free_port, requests_for
 
-KEY = {"Authorization": "Bearer bench"}  # /jobs needs the management key since the hardening
+KEY = {"Authorization": "Bearer bench-management-key-0123456789abcdef"}  # /jobs needs the management key since the hardening
 
 
 def job_started(r: httpx.Response) -> bool:
@@ -64,7 +64,7 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     env = {**os.environ, "SEQ2SEQ_PORT": str(port), "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_LOG_LEVEL": "warning",
-           "SEQ2SEQ_API_KEY": "bench", "SEQ2SEQ_DATA_DIR": tempfile.mkdtemp(prefix="seq2seq-joblat-")}
+           "SEQ2SEQ_API_KEY": "bench-management-key-0123456789abcdef", "SEQ2SEQ_DATA_DIR": tempfile.mkdtemp(prefix="seq2seq-joblat-")}
     server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     bodies = requests_for("POST", "distinct")

@@ -141,7 +141,7 @@ def serving(name: str, module: str, work: Path, extra: dict):
 
 
 def ours_env(work: Path, name: str, cache: bool) -> dict:
-    env = {"SEQ2SEQ_DATA_DIR": str(work / name), "SEQ2SEQ_API_KEY": "bench"}
+    env = {"SEQ2SEQ_DATA_DIR": str(work / name), "SEQ2SEQ_API_KEY": "bench-management-key-0123456789abcdef"}
     if not cache:
         env["SEQ2SEQ_CACHE_SIZE"] = "0"
     return env

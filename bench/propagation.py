@@ -28,7 +28,7 @@ from common import ROOT, median, wait_ready, write
 from load import free_port
 
 sys.path.insert(0, str(ROOT))
-KEY = "bench"
+KEY = "bench-management-key-0123456789abcdef"
 TARGET_MAX_S = 1.0
 DEADLINE_S = 10.0
 

@@ -125,7 +125,7 @@ def torchserve(name: str, workers: int, work: Path, store: Path) -> Server:
 def ours(name: str, workers: int, work: Path) -> Server:
     port = free_port()
     env = {**os.environ, "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_PORT": str(port), "SEQ2SEQ_CACHE_SIZE": "0",
-           "SEQ2SEQ_API_KEY": "bench", "SEQ2SEQ_WORKERS": str(workers), "SEQ2SEQ_DATA_DIR": str(work / name),
+           "SEQ2SEQ_API_KEY": "bench-management-key-0123456789abcdef", "SEQ2SEQ_WORKERS": str(workers), "SEQ2SEQ_DATA_DIR": str(work / name),
            "PYTHONPATH": str(ROOT)}
     return Server(name, [sys.executable, "-m", "app"], env, work, f"http://127.0.0.1:{port}", "/predict")
 
@@ -217,7 +217,7 @@ def main() -> int:
                     "of cases measured in the same run.",
             "torchserve": versions + f" in {TS_VENV}; batchSize 64, maxBatchDelay 2 ms, workers 1 and 2, "
                           "1 torch thread per worker, --ncs --disable-token-auth, model API off, default logging",
-            "ours": "python -m app, SEQ2SEQ_CACHE_SIZE=0, SEQ2SEQ_API_KEY=bench, SEQ2SEQ_WORKERS 1 and 2, defaults "
+            "ours": "python -m app, SEQ2SEQ_CACHE_SIZE=0, SEQ2SEQ_API_KEY=bench-management-key-0123456789abcdef, SEQ2SEQ_WORKERS 1 and 2, defaults "
                     "otherwise (1 torch thread, batch 64, 2 ms)",
             "seconds": args.seconds, "warmup_seconds": args.warmup, "rounds": args.rounds,
             "connections": args.connections, "distinct_requests": len(items),

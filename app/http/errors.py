@@ -27,11 +27,11 @@ from .. import storage
 log = logging.getLogger("seq2seq.errors")
 MAX_FIELDS = 20
 MAX_MESSAGE = 200
-CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-         413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_input", 429: "too_many_requests",
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_input", 429: "too_many_requests",
          500: "internal_error", 503: "unavailable"}
 STATUS = [  # most specific first
-    (domain.InvalidInput, 422), (domain.NotFound, 404), (domain.Conflict, 409), (domain.QuotaExceeded, 409),
+    (domain.InvalidInput, 422), (domain.Forbidden, 403), (domain.NotFound, 404), (domain.Conflict, 409), (domain.QuotaExceeded, 409),
     (domain.Busy, 429), (domain.Unavailable, 503),
     (storage.NotFound, 404), (storage.QueueFull, 429), (storage.IntegrityFailure, 503), (storage.Conflict, 409),
     (DataError, 422), (PrefixError, 422), (CheckpointError, 503), (DBAPIError, 503),

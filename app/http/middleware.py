@@ -2,8 +2,9 @@
 metrics, and the last word on unexpected errors.
 
 It runs before the body is read, so a request without the key or with a declared oversized body is refused
-at no cost. Metric labels come from closed sets (known methods, matched route templates), so no client can
-grow /metrics.
+at no cost. Every request's scope state says whether it carries the valid key (KEY_STATE), so the inference
+routes can let it name any model without checking the key again. Metric labels come from closed sets (known
+methods, matched route templates), so no client can grow /metrics.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import uuid
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
 from ..metrics import Metrics
@@ -21,6 +23,8 @@ from .errors import error_body
 
 log = logging.getLogger("seq2seq.errors")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+KEY_STATE = "management_key"  # scope["state"][KEY_STATE]: the request carries the valid key (or none is needed)
+TIMED_OUT = "read_deadline_passed"  # scope["state"][TIMED_OUT]: app.http.protocol closed it for a late body
 
 
 class ServiceMiddleware:
@@ -47,7 +51,11 @@ class ServiceMiddleware:
         headers = dict(scope["headers"])  # one pass: the request id, the key and the declared length
         given = headers.get(b"x-request-id")
         request_id = given.decode("latin-1")[:64] if given else uuid.uuid4().hex[:16]
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        authorization = headers.get(b"authorization")
+        keyed = state[KEY_STATE] = self.api_key is None or (
+            authorization is not None and key_matches(authorization, self.api_key))
         status_holder = [0]
         method = scope["method"]
         limit = self._limit(scope["path"])
@@ -64,8 +72,7 @@ class ServiceMiddleware:
         except ValueError:
             declared = 0
         try:
-            if self.api_key is not None and self.managed.need_key(method, scope["path"]) \
-                    and not key_matches(headers.get(b"authorization"), self.api_key):
+            if not keyed and self.managed.need_key(method, scope["path"]):
                 await _reply(send_wrapper, 401, request_id, "this endpoint needs the header 'Authorization: Bearer "
                              "<key>'; the key is SEQ2SEQ_API_KEY, or the file api-key in the data directory",
                              [(b"www-authenticate", b"Bearer")])
@@ -83,6 +90,8 @@ class ServiceMiddleware:
                     return message
 
                 await self.app(scope, receive_limited, send_wrapper)
+        except ClientDisconnect:  # the client left, or app.http.protocol closed it for a late body: nobody to answer
+            status_holder[0] = status_holder[0] or (408 if state.get(TIMED_OUT) else 499)
         except Exception:
             log.exception("unhandled error, request_id=%s", request_id)
             if status_holder[0]:  # the answer has begun: all that is left is to end the connection

@@ -143,7 +143,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-ERRORS = errors(404, 413, 415, 422, 503)
+ERRORS = errors(403, 404, 413, 415, 422, 503)
 
 
 class Health(BaseModel):

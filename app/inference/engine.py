@@ -23,6 +23,7 @@ from model import decoding
 from ..errors import InvalidInput, Unavailable
 from ..metrics import Metrics
 from ..registry import LoadedModel, Registry
+from . import answer_size
 from .batching import Batcher, Work
 from .cache import CacheKey, PredictKey, ResponseCache, TopKKey
 
@@ -47,6 +48,15 @@ def check_prefixes(prefixes: list[list[int]], loaded: LoadedModel) -> None:
     found = decoding.first_error(prefixes, loaded.config)
     if found is not None:
         raise InvalidInput(f"prefixes[{found[0]}]", f"{found[1]} (model {loaded.id!r})")
+
+
+def check_answer_size(size: int, limit: int, count: int, what: str, loaded: LoadedModel, fewer: str) -> None:
+    """A batch whose answer could exceed `limit` bytes is refused before anything is decoded."""
+    if size > limit:
+        fit = max(1, count * limit // size)
+        raise InvalidInput("prefixes", f"{what} for these {count} prefixes on model {loaded.id!r} could answer up to "
+                                       f"{size:,} bytes; a batch answer holds at most {limit:,} "
+                                       f"(SEQ2SEQ_MAX_BATCH_ANSWER_BYTES): send at most about {fit:,} prefixes{fewer}")
 
 
 @lru_cache(maxsize=4096)  # a few hundred (config, length, k) combinations per model: price each once
@@ -126,10 +136,17 @@ class Engine:
         return body
 
     # -- many prefixes in one request ------------------------------------------------------------------
-    async def predict_batch(self, model_id: str | None, prefixes: list[list[int]], attention: bool) -> bytes:
+    # An answer lists one item per prefix, repeats included (they are decoded once): its size is bounded before
+    # anything is decoded, so a small request cannot ask for a large answer served again and again from the cache.
+    async def predict_batch(self, model_id: str | None, prefixes: list[list[int]], attention: bool,
+                            max_answer_bytes: int) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
-        check_prefixes(prefixes, loaded)
         want_attention = attention and loaded.config.attention
+        size = answer_size.batch(loaded.id, map(len, prefixes), lambda n: answer_size.predict_item(
+            loaded.config, loaded.id, n, want_attention))
+        check_answer_size(size, max_answer_bytes, len(prefixes), "greedy decoding" + " with attention" * want_attention,
+                          loaded, "" if not want_attention else ", or leave attention out")
+        check_prefixes(prefixes, loaded)
         keys: list[CacheKey] = [PredictKey(loaded.id, tuple(p), want_attention) for p in prefixes]
         work = decoding.greedy_cost(loaded.config, [len(p) for p in prefixes]).work
         if work > self.decode_budget:
@@ -137,8 +154,11 @@ class Engine:
                                            "costs more than this service allows; send fewer")
         return await self._answer_many(loaded, keys, work)
 
-    async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int) -> bytes:
+    async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int, max_answer_bytes: int) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
+        size = answer_size.batch(loaded.id, map(len, prefixes),
+                                 lambda n: answer_size.topk_item(loaded.config, loaded.id, n, k))
+        check_answer_size(size, max_answer_bytes, len(prefixes), f"top-{k}", loaded, f" at k={k}, or ask for a smaller k")
         check_prefixes(prefixes, loaded)
         keys: list[CacheKey] = [TopKKey(loaded.id, tuple(p), k) for p in prefixes]
         work = 0

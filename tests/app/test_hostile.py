@@ -62,7 +62,7 @@ PREDICT_CASES = [
 @pytest.mark.parametrize("text,field", PREDICT_CASES, ids=[c[0][:30] for c in PREDICT_CASES])
 def test_every_malformed_predict_body_is_a_small_4xx_naming_the_field(server, text, field):
     r = httpx.post(f"{server.url}/predict", content=text, headers={"content-type": "application/json"})
-    status = 404 if text.startswith('{"start": 7, "model": "x') else 422
+    status = 403 if text.startswith('{"start": 7, "model": "x') else 422  # naming a model needs the key
     _assert_clean_4xx(r, field, status)
 
 
@@ -189,7 +189,7 @@ def hostile_weights(tmp_path):
 
 
 def test_worst_case_top_k_is_bounded_and_the_service_keeps_answering(make_server, hostile_weights):
-    srv = make_server(weights_dir=hostile_weights).start()
+    srv = make_server(weights_dir=hostile_weights, SEQ2SEQ_PUBLIC_MODELS="hostile").start()  # anyone may name it
     srv.wait_ready()
     worst = f"{srv.url}/topk?model=hostile&prefix=1,0,1,1,0,1,0,1&k=50"
     health, stop = [], threading.Event()
@@ -217,7 +217,8 @@ def test_worst_case_top_k_is_bounded_and_the_service_keeps_answering(make_server
     assert any(r.status_code == 200 for r in answers)
     assert health and set(health) == {200}
     # a budget that not even a beam of k fits is refused up front, naming the parameter
-    tight = make_server(weights_dir=hostile_weights, SEQ2SEQ_DECODE_BUDGET="50000000").start()
+    tight = make_server(weights_dir=hostile_weights, SEQ2SEQ_DECODE_BUDGET="50000000",
+                        SEQ2SEQ_PUBLIC_MODELS="hostile").start()
     tight.wait_ready()
     r = httpx.get(worst.replace(srv.url, tight.url))
     assert "costs more than this service allows" in _assert_clean_4xx(r, "prefix")["message"]
@@ -303,7 +304,8 @@ def test_error_messages_never_show_file_paths(make_server, tmp_path):
     (weights / "broken.pt.sha256").write_text("0" * 64 + "  broken.pt\n")
     srv = make_server(weights_dir=weights).start()
     srv.wait_ready()
-    r = httpx.get(f"{srv.url}/topk", params={"start": 7, "model": "broken"})
+    with srv.client() as c:  # with the key: naming a model other than the active one needs it
+        r = c.get("/topk", params={"start": 7, "model": "broken"})
     assert r.status_code in (404, 503)
     assert str(tmp_path) not in r.text and ".pt" not in r.text
 

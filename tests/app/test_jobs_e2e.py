@@ -260,7 +260,7 @@ def test_a_huge_job_body_is_413_and_a_full_queue_is_429(make_server):
 
 
 def test_an_api_key_guards_jobs_and_management_but_not_inference(make_server):
-    srv = make_server(SEQ2SEQ_API_KEY="s3cret").start()
+    srv = make_server(SEQ2SEQ_API_KEY="s3cret-management-key-0123456789abcdef").start()
     srv.wait_ready()
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         for method, path in (("GET", "/jobs"), ("POST", "/jobs"), ("POST", "/models/default/activate"),
@@ -269,7 +269,7 @@ def test_an_api_key_guards_jobs_and_management_but_not_inference(make_server):
             assert r.status_code == 401, (method, path, r.status_code)
             assert r.headers["www-authenticate"] == "Bearer"
         assert c.get("/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.get("/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/jobs", headers={"Authorization": "Bearer s3cret-management-key-0123456789abcdef"}).status_code == 200
         assert c.post("/predict", json={"start": 7}).status_code == 200
         assert c.get("/topk", params={"start": 7}).status_code == 200
         assert c.get("/models").status_code == 200

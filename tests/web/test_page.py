@@ -88,7 +88,7 @@ def test_api_errors_appear_next_to_their_field(make_server, open_page):
 
 
 def test_with_an_api_key_the_page_asks_for_it_before_training(make_server, open_page):
-    srv = make_server(SEQ2SEQ_API_KEY="page-key").start()
+    srv = make_server(SEQ2SEQ_API_KEY="page-management-key-0123456789abcdef").start()
     srv.wait_ready()
     page = open_page(srv.url + "/")
     form = page.get_by_test_id("train-form")
@@ -98,7 +98,7 @@ def test_with_an_api_key_the_page_asks_for_it_before_training(make_server, open_
     dialog = page.locator("#key-dialog")
     expect(dialog).to_be_visible()
     expect(page.get_by_test_id("key-where")).to_contain_text("api-key")
-    page.locator("#key-input").fill("page-key")
+    page.locator("#key-input").fill("page-management-key-0123456789abcdef")
     page.locator("#key-ok").click()
     expect(page.get_by_test_id("job-status")).to_have_text("succeeded", timeout=60_000)
     assert page.evaluate("window.localStorage.length + window.sessionStorage.length") == 0

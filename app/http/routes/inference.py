@@ -1,6 +1,8 @@
 """The inference routes: POST /predict, GET /topk and their batch forms, served as lean routes (app.http.lean).
 
-Each endpoint turns the validated request into the engine's call and returns the engine's finished JSON.
+Each endpoint turns the validated request into the engine's call and returns the engine's finished JSON. A
+request that names a model is let through only to the active or a public model, unless it carries the key
+(app.security.check_open_model; the middleware has checked the key already).
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from starlette.datastructures import QueryParams
 
 from ...errors import InvalidInput
 from ...inference.engine import Engine
+from ...security import check_open_model
 from ..lean import LeanRoute
+from ..middleware import KEY_STATE
 from ..params import check_params, parse_int, parse_token, parse_tokens
 from ..schemas import (
     ERRORS,
@@ -32,10 +36,23 @@ def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
+def _named(request: Request, model_id: str | None) -> str | None:
+    """The model the request names, if it may name it; nothing to check when it names none."""
+    if model_id is not None and not request.scope["state"].get(KEY_STATE):
+        state = request.app.state
+        active = state.registry.active
+        check_open_model(model_id, active.id if active is not None else None, state.settings.public_models)
+    return model_id
+
+
+def _max_answer_bytes(request: Request) -> int:
+    return request.app.state.settings.max_batch_answer_bytes
+
+
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              summary="Continue a sequence from a start digit or a prefix (greedy)")
 async def predict(request: Request, body: PredictRequest) -> bytes:
-    return await _engine(request).predict(body.model, body.tokens, body.attention, body.field)
+    return await _engine(request).predict(_named(request, body.model), body.tokens, body.attention, body.field)
 
 
 TOPK_PARAMS = ("start", "prefix", "k", "model")
@@ -52,7 +69,7 @@ async def topk(request: Request,
     """The parameters above describe the query; it is read strictly from the raw query string (app.http.params)."""
     query = request.query_params
     tokens, field, count = topk_query(query)
-    return await _engine(request).topk(query.get("model"), tokens, count, field)
+    return await _engine(request).topk(_named(request, query.get("model")), tokens, count, field)
 
 
 def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
@@ -71,10 +88,12 @@ def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
 @router.post("/predict/batch", response_model=PredictBatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
 async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
-    return await _engine(request).predict_batch(body.model, body.prefixes, body.attention)
+    return await _engine(request).predict_batch(_named(request, body.model), body.prefixes, body.attention,
+                                                _max_answer_bytes(request))
 
 
 @router.post("/topk/batch", response_model=TopKBatchResponse, responses=ERRORS,
              summary="The k most likely sequences for many prefixes in one request, in request order")
 async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
-    return await _engine(request).topk_batch(body.model, body.prefixes, body.k)
+    return await _engine(request).topk_batch(_named(request, body.model), body.prefixes, body.k,
+                                             _max_answer_bytes(request))

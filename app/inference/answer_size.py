@@ -1,0 +1,54 @@
+"""Upper bounds on the bytes of an inference answer, known from the model before anything is decoded, so a
+batch whose answer would be too large is refused before it costs anything.
+
+The bounds follow the engine's JSON (compact separators): every token at its widest for the vocabulary,
+every float at the longest repr Python writes for a finite double. Measured on the shipped model (length 5, vocabulary 10): a top-k suggestion is 85-89 bytes (bound 96,
+so the issue's 4,096 x top-50 batch, 18.4 MB, is bounded at 20.3 MB); a /predict item for a 3-token prefix
+220 bytes (bound 248), 357 with attention (bound 419). The bound is what a client may be made to read, so it
+errs high, by a little.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+
+from model.config import ModelConfig
+from model.cost import known_tokens
+
+FLOAT = len("-1.2345678901234567e-100")  # the longest JSON float for a finite double: 24
+
+
+def _token(config: ModelConfig) -> int:
+    return len(str(config.vocab_size - 1)) + 1  # its digits and a comma
+
+
+@lru_cache(maxsize=4096)
+def topk_item(config: ModelConfig, model_id: str, prefix_len: int, k: int) -> int:
+    """One /topk answer: the prefix and k suggestions of seq_length tokens, each with two floats."""
+    token = _token(config)
+    suggestion = len('{"sequence":[],"score":,"probability":},') + config.seq_length * token + 2 * FLOAT
+    return (len('{"model":,"prefix":[],"k":,"suggestions":[]}') + len(json.dumps(model_id)) + prefix_len * token
+            + len(str(k)) + k * suggestion)
+
+
+@lru_cache(maxsize=4096)
+def predict_item(config: ModelConfig, model_id: str, prefix_len: int, attention: bool) -> int:
+    """One /predict answer: prefix, sequence, score and probability, a step per generated position and, with
+    attention, a row of prefix_len weights per step."""
+    token, steps = _token(config), config.seq_length - known_tokens(prefix_len, config.seq_length)
+    size = (len('{"model":,"prefix":[],"sequence":[],"score":,"probability":,"steps":[]}') + len(json.dumps(model_id))
+            + (prefix_len + config.seq_length) * token + 2 * FLOAT
+            + steps * (len('{"token":,"probability":},') + token + FLOAT))
+    if attention:
+        size += len(',"attention":[]') + steps * (len("[],") + prefix_len * (FLOAT + 1))
+    return size
+
+
+def batch(model_id: str, prefix_lengths: Iterable[int], item_bytes) -> int:
+    """A batch answer, `{"model": ..., "results": [...]}`, every item counted (repeats too); item_bytes(length)
+    is the bound for one item of a prefix of that length."""
+    lengths = Counter(prefix_lengths)
+    return (len('{"model":,"results":[]}') + len(json.dumps(model_id))
+            + sum(count * (item_bytes(size) + 1) for size, count in lengths.items()))
