@@ -49,6 +49,8 @@ class JobRunner:
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._last_contact = time.monotonic()  # the last time this runner reached the database
+        self._hold_until = 0.0  # no expired lease is requeued before this (after an outage)
 
     async def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._schedule(), name="job-runner")
@@ -83,7 +85,7 @@ class JobRunner:
             try:
                 if time.monotonic() >= next_sweep:  # anyone's expired leases, this runner's included
                     next_sweep = time.monotonic() + max(self.lease_s / 4, 0.5)
-                    swept = await asyncio.to_thread(self.store.jobs.requeue_expired)
+                    swept = await self._sweep()
                     if any(swept.values()):
                         log.warning("expired leases: %s", swept)
                         self.on_change()
@@ -92,6 +94,7 @@ class JobRunner:
                                                   self.lease_s)
                     if job is None:
                         break
+                    self._last_contact = time.monotonic()
                     self._running[job.id] = asyncio.get_running_loop().create_task(self._run(job), name=job.id)
                     self.on_change()
             except asyncio.CancelledError:
@@ -101,6 +104,25 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self.lease_s / 4))
             self._wake.clear()
+
+    async def _sweep(self) -> dict[str, list[str]]:
+        """Requeue the jobs whose lease ran out, unless this runner was itself just cut off from the database (a
+        paused or restarting database, or this process paused): every holder was then cut off too, so each gets
+        one lease to renew before anyone's job is taken from it. Only leases still expired and unchanged since they
+        were read are requeued (JobStore.expired_leases), so a holder that renews in between keeps its job."""
+        started = time.monotonic()
+        away = started - self._last_contact > self.lease_s / 2
+        seen = await asyncio.to_thread(self.store.jobs.expired_leases)
+        now = time.monotonic()
+        if away or now - started > self.lease_s / 4:
+            if now >= self._hold_until:
+                log.warning("job runner was cut off from the database; expired leases wait %.0f s for their holders "
+                            "to renew", self.lease_s)
+            self._hold_until = now + self.lease_s
+        self._last_contact = now
+        if now < self._hold_until or not seen.tokens:
+            return {}
+        return await asyncio.to_thread(self.store.jobs.requeue_expired, seen=seen)
 
     async def _run(self, job: storage.JobRow) -> None:
         try:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from .checkpoints import load_checkpoint, sha256_of, verify_checkpoint
 from .engine import default_url, is_postgres, make_engine, normalize_url, sqlite_path
 from .errors import Conflict, IntegrityFailure, NotFound, QueueFull, QuotaFull, StorageError, transient
-from .jobs import Finished, JobOutcome, JobRow, JobStore, Lease, LeaseLost, NewJob, Pointer
+from .jobs import ExpiredLeases, Finished, JobOutcome, JobRow, JobStore, Lease, LeaseLost, NewJob, Pointer
 from .legacy import LegacyReport, import_legacy
 from .migrate import MigrationResult, head_revision, migrate
 from .models import ModelStore, Verifier
@@ -29,7 +29,7 @@ from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "CheckpointInfo", "Conflict", "Finished", "IntegrityFailure", "JobOutcome", "JobRow", "JobStore",
+    "ActiveWatcher", "CheckpointInfo", "Conflict", "ExpiredLeases", "Finished", "IntegrityFailure", "JobOutcome", "JobRow", "JobStore",
     "Lease", "LeaseLost", "LegacyReport", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
     "QueueFull", "QuotaFull", "Source", "Storage", "StorageError",
     "default_url", "head_revision",

@@ -132,6 +132,14 @@ class Finished:
     version: int | None  # the pointer's new version when it activated
 
 
+@dataclass(frozen=True)
+class ExpiredLeases:
+    """Leases found expired at `stamp` (the database's clock, ISO): job id -> the lease token then."""
+
+    stamp: str
+    tokens: dict[str, str | None]
+
+
 class LeaseLost(Conflict):
     """The caller no longer holds the job's lease: it was requeued, taken over or ended by someone else."""
 
@@ -401,13 +409,33 @@ class JobStore:
             return Finished(bool(row.activated), row.activation_reason, None)
         raise LeaseLost(f"job {lease.job_id!r} is no longer held by this claim")
 
-    def requeue_expired(self, now: datetime | None = None) -> dict[str, builtins.list[str]]:
+    def expired_leases(self) -> ExpiredLeases:
+        """The leases that have run out by the database's clock, read without changing anything: the first half
+        of a sweep that can tell a dead worker from a database that was away (JobRunner's sweep)."""
+        with read(self.engine) as conn:
+            stamp = clock.iso(clock.db_now(conn))
+            rows = conn.execute(sa.select(jobs.c.id, jobs.c.lease_token).where(
+                jobs.c.status == "running", jobs.c.lease_expires_at < stamp)).all()
+        return ExpiredLeases(stamp, {row.id: row.lease_token for row in rows})
+
+    def requeue_expired(self, now: datetime | None = None, *,
+                        seen: ExpiredLeases | None = None) -> dict[str, builtins.list[str]]:
         """Jobs whose lease ended before `now` (default: the database clock): back to queued while attempts
-        remain, else failed with 'worker lost'; cancelled if a cancel was requested. Returns the ids by outcome."""
+        remain, else failed with 'worker lost'; cancelled if a cancel was requested. Returns the ids by outcome.
+
+        seen: only the leases expired_leases() found, and only if no one renewed or re-claimed them since (a
+        holder that renews after the read moves its expiry past seen.stamp, and a new claim changes the token)."""
         outcome: dict[str, builtins.list[str]] = {"requeued": [], "failed": [], "cancelled": []}
+        if seen is not None and not seen.tokens:
+            return outcome
         with write(self.engine) as conn:
-            stamp = clock.iso(now if now is not None else clock.db_now(conn))
-            expired = sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < stamp)
+            if seen is not None:
+                expired = sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < seen.stamp,
+                                  sa.or_(*(sa.and_(jobs.c.id == job_id, jobs.c.lease_token == token)
+                                           for job_id, token in seen.tokens.items())))
+            else:
+                stamp = clock.iso(now if now is not None else clock.db_now(conn))
+                expired = sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < stamp)
             rows = conn.execute(sa.select(jobs.c.id, jobs.c.attempt, jobs.c.max_attempts, jobs.c.cancel_requested)
                                 .where(expired).order_by(jobs.c.seq).with_for_update(skip_locked=True)).all()
             ended = clock.iso(clock.db_now(conn))

@@ -195,3 +195,20 @@ def test_a_bounded_lock_wait_fails_transiently_writes_nothing_and_a_retry_regist
     assert (again.activated, again.reason) == (True, done.reason)
     with pytest.raises(LeaseLost):
         finish(storage, Lease("j", "w", "another-claim"), checkpoints[0])
+
+
+def test_a_sweep_spares_a_lease_renewed_after_it_was_read(storage):
+    """A sweep reads the expired leases, then requeues only those nobody renewed or re-claimed in between: a worker
+    cut off with the database renews when it comes back, and keeps its job."""
+    from tests.conftest import poll
+
+    for job_id in ("a", "b"):
+        storage.jobs.submit(new_job(job_id), queue_limit=10)
+    comes_back = storage.jobs.claim("w1", "host", 1, lease_s=0.2).lease
+    dead = storage.jobs.claim("w2", "host", 2, lease_s=0.2).lease
+    seen = poll(lambda: (found := storage.jobs.expired_leases()).tokens.keys() == {"a", "b"} and found, timeout=10,
+                message="both leases to expire")
+    assert storage.jobs.renew(comes_back, lease_s=30)
+    assert storage.jobs.requeue_expired(seen=seen) == {"requeued": [dead.job_id], "failed": [], "cancelled": []}
+    assert storage.jobs.get(comes_back.job_id).lease == comes_back
+    assert storage.jobs.requeue_expired(seen=seen)["requeued"] == []  # a second pass changes nothing
