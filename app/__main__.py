@@ -1,5 +1,6 @@
 """`python -m app`: serve with uvicorn on SEQ2SEQ_HOST:SEQ2SEQ_PORT, SEQ2SEQ_WORKERS processes (SIGTERM drains
-requests in flight, then exits 0). `python -m app migrate`: bring the database's schema up to date and stop."""
+requests in flight, then exits 0). `python -m app migrate`: bring the database's schema up to date and stop
+(a database already ahead of this version passes when it declares this version compatible; else exit 1)."""
 from __future__ import annotations
 
 import logging
@@ -48,7 +49,11 @@ def migrate() -> None:
     settings = get_settings()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    result = storage.migrate(settings.db_url, settings.data_dir)
+    try:  # always migrates, whatever SEQ2SEQ_MIGRATE says: this is the one place that does in a cluster
+        result = storage.migrate(settings.db_url, settings.data_dir, lock_timeout_s=settings.migrate_lock_timeout_s,
+                                 timeouts=settings.db_timeouts)
+    except (storage.SchemaMismatch, storage.MigrationLockTimeout, storage.UnsupportedLocation) as exc:
+        sys.exit(f"migrate: {exc}")
     print(result)
 
 
