@@ -321,7 +321,11 @@ def test_nginx_upstream_has_passive_health_checks_and_keepalive():
 
 def test_nginx_server_level_headers_body_limit_and_keepalive():
     assert _directive(SERVER, "listen") == ["80"]
-    assert _directive(SERVER, "client_max_body_size") == ["10m"]
+    # 1 MiB (the API's batch limit) everywhere, 10 MiB only where POST /jobs carries its dataset
+    assert _directive(SERVER, "client_max_body_size") == ["1m"]
+    sizes = {tuple(args): _directive(block, "client_max_body_size") for _, args, block in _find(SERVER, "location")
+             if _find(block, "client_max_body_size")}
+    assert sizes == {("/jobs",): ["10m"]}
     assert _directive(SERVER, "proxy_http_version") == ["1.1"]
     headers = {args[0]: args[1] for _, args, _ in _find(SERVER, "proxy_set_header")}
     assert headers["Connection"] == '""'
@@ -339,13 +343,37 @@ def test_nginx_server_level_headers_body_limit_and_keepalive():
 
 
 @pytest.mark.parametrize("path", INFERENCE_POSTS)
-def test_nginx_retries_inference_posts_on_another_replica(path):
+def test_nginx_resends_inference_posts_lost_to_a_broken_connection_once(path):
     location = _location("=", path)
-    retry = set(_directive(location, "proxy_next_upstream"))
-    assert {"error", "timeout", "http_502", "http_503", "http_504", "non_idempotent"} <= retry
-    assert int(_directive(location, "proxy_next_upstream_tries")[0]) >= 2
-    get_topk = set(_directive(_location("=", "/topk"), "proxy_next_upstream"))
-    assert {"error", "timeout", "http_502", "http_503", "http_504"} <= get_topk
+    assert _directive(location, "proxy_next_upstream") == ["error", "timeout", "non_idempotent"]
+    assert _directive(location, "proxy_next_upstream_tries") == ["2"]
+    assert _directive(_location("=", "/topk"), "proxy_next_upstream") == ["error", "timeout"]
+    # a resend is only ever for a request that got no answer: the retry window closes before a read timeout
+    assert int(_directive(location, "proxy_next_upstream_timeout")[0].rstrip("s")) < int(
+        _directive(location, "proxy_read_timeout")[0].rstrip("s"))
+
+
+def test_nginx_never_retries_an_answer_so_a_503_marks_no_replica_down():
+    """Only error and timeout count towards max_fails unless an http_5xx is listed: none is, anywhere."""
+    for _, args, block in [("server", [], SERVER), *_find(SERVER, "location")]:
+        for _, retry, _ in _find(block, "proxy_next_upstream"):
+            assert set(retry) <= {"error", "timeout", "non_idempotent"}, f"location {args} retries {retry}"
+
+
+def test_nginx_limits_requests_and_connections_per_client_address():
+    zones = {args[1].split("=")[1].split(":")[0]: args for _, args, _ in _find(HTTP, "limit_req_zone")}
+    assert all(args[0] == "$binary_remote_addr" for args in zones.values())
+    assert {name: args[2] for name, args in zones.items()} == {
+        "seq2seq_batch": "rate=100r/s", "seq2seq_manage": "rate=20r/s", "seq2seq_other": "rate=50r/s"}
+    assert _one(HTTP, "limit_conn_zone")[1][:2] == ["$binary_remote_addr", "zone=seq2seq_conn:10m"]
+    assert _directive(SERVER, "limit_conn") == ["seq2seq_conn", "128"]
+    assert _directive(SERVER, "limit_req_status") == _directive(SERVER, "limit_conn_status") == ["429"]
+    limited = {tuple(args): _directive(block, "limit_req")[0] for _, args, block in _find(SERVER, "location")
+               if _find(block, "limit_req")}
+    assert limited == {("=", "/predict/batch"): "zone=seq2seq_batch", ("=", "/topk/batch"): "zone=seq2seq_batch",
+                       ("~", EVENTS): "zone=seq2seq_manage", ("/jobs",): "zone=seq2seq_manage",
+                       ("/models",): "zone=seq2seq_manage", ("/",): "zone=seq2seq_other"}
+    assert not _find(SERVER, "limit_req")  # single inference (/predict, /topk) is bounded by connections only
 
 
 def test_nginx_never_resends_management_posts():
@@ -384,11 +412,12 @@ def test_nginx_conf_passes_nginx_t_with_local_upstreams(tmp_path):
 
 
 class _Replica(http.server.ThreadingHTTPServer):
-    """A fake API replica: answers 200 naming itself, or (drop=True) reads the request and hangs up."""
+    """A fake API replica: answers `status` naming itself (and the body's size), or (drop=True) reads the request
+    and hangs up."""
     daemon_threads = True
 
-    def __init__(self, name: str, drop: bool = False):
-        self.name, self.drop, self.seen = name, drop, []
+    def __init__(self, name: str, drop: bool = False, status: int = 200):
+        self.name, self.drop, self.status, self.seen = name, drop, status, []
         replica = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -396,14 +425,14 @@ class _Replica(http.server.ThreadingHTTPServer):
 
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                received = len(self.rfile.read(length))
                 replica.seen.append((self.command, self.path, self.headers.get("X-Request-ID")))
                 if replica.drop:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                body = json.dumps({"replica": replica.name}).encode()
-                self.send_response(200)
+                body = json.dumps({"replica": replica.name, "received": received}).encode()
+                self.send_response(replica.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -422,9 +451,8 @@ class _Replica(http.server.ThreadingHTTPServer):
         return f"127.0.0.1:{self.server_address[1]}"
 
 
-@pytest.fixture
-def balancer(tmp_path):
-    replicas = [_Replica("dropper", drop=True), _Replica("healthy")]
+def _start_balancer(tmp_path: Path, replicas: list[_Replica]):
+    """The shipped configuration in front of `replicas`; yields nginx's port."""
     port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(render_nginx_conf.render([r.address for r in replicas], f"127.0.0.1:{port}", tmp_path))
@@ -440,7 +468,7 @@ def balancer(tmp_path):
 
     try:
         poll(listening, 10, message="nginx listening")
-        yield port, replicas
+        yield port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -449,10 +477,25 @@ def balancer(tmp_path):
             replica.server_close()
 
 
-def _request(port: int, method: str, path: str, headers: dict | None = None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+@pytest.fixture
+def balancer(tmp_path):
+    replicas = [_Replica("dropper", drop=True), _Replica("healthy")]
+    for port in _start_balancer(tmp_path, replicas):
+        yield port, replicas
+
+
+@pytest.fixture
+def busy_balancer(tmp_path):
+    """One replica answering every request with the API's back-pressure (503), one answering 200."""
+    replicas = [_Replica("busy", status=503), _Replica("healthy")]
+    for port in _start_balancer(tmp_path, replicas):
+        yield port, replicas
+
+
+def _request(port: int, method: str, path: str, headers: dict | None = None, body: bytes = b'{"start": 7}'):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request(method, path, body=b'{"start": 7}' if method == "POST" else None,
+        conn.request(method, path, body=body if method == "POST" else None,
                      headers={"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
@@ -475,10 +518,57 @@ def test_nginx_resends_inference_but_delivers_a_management_post_at_most_once(bal
     before = len(dropper.seen)
     answers = [_request(port, "POST", "/predict", {"X-Request-ID": f"rid-{i}"}) for i in range(4)]
     assert [status for status, _, _ in answers] == [200] * 4
-    assert all(json.loads(body) == {"replica": "healthy"} for _, _, body in answers)
+    assert all(json.loads(body)["replica"] == "healthy" for _, _, body in answers)
     predicts = [s for s in healthy.seen if s[1] == "/predict"]
     assert [rid for _, _, rid in predicts] == [f"rid-{i}" for i in range(4)]  # X-Request-ID passed through
     assert len(dropper.seen) - before <= 1  # max_fails=3: after its third failure the dropper gets a rest
     # a request without an id gets nginx's
     _request(port, "GET", "/healthz")
     assert re.fullmatch(r"[0-9a-f]{32}", healthy.seen[-1][2])
+
+
+@needs_nginx
+@pytest.mark.parametrize("path", ["/predict", "/topk/batch", "/jobs"])
+def test_nginx_passes_a_503_on_and_keeps_sending_to_that_replica(busy_balancer, path):
+    port, (busy, healthy) = busy_balancer
+    answers = [_request(port, "POST", path) for _ in range(10)]
+    statuses = [status for status, _, _ in answers]
+    # each request reached exactly one replica: a 503 is the client's answer, not a reason to try the other
+    assert len(busy.seen) + len(healthy.seen) == 10
+    assert statuses.count(503) == len(busy.seen) and statuses.count(200) == len(healthy.seen)
+    assert all(json.loads(body)["replica"] == ("busy" if status == 503 else "healthy") for status, _, body in answers)
+    # and round robin goes on giving the busy replica its turn: far past max_fails=3, it was never marked down
+    assert len(busy.seen) == 5 == len(healthy.seen)
+
+
+@needs_nginx
+def test_nginx_refuses_bodies_over_1_mib_except_under_jobs(busy_balancer):
+    port, (busy, healthy) = busy_balancer
+    two_mib = b"[" + b"7," * (1024 * 1024) + b"7]"
+    for path in ("/predict", "/predict/batch", "/topk/batch", "/models/m-1/activate"):
+        status, headers, body = _request(port, "POST", path, body=two_mib)
+        assert status == 413 and json.loads(body)["error"] == "payload_too_large", path
+        assert "over 1 MiB" in json.loads(body)["message"] and headers["X-Request-ID"]
+    assert busy.seen == healthy.seen == []  # refused before a byte reached a replica
+    answers = [_request(port, "POST", "/jobs", body=two_mib) for _ in range(2)]  # one reaches each replica
+    assert sorted(json.loads(body)["received"] for _, _, body in answers) == [len(two_mib)] * 2
+    nine_mib = b"x" * (9 * 1024 * 1024)
+    assert json.loads(_request(port, "POST", "/jobs", body=nine_mib)[2])["received"] == len(nine_mib)
+    status, _, body = _request(port, "POST", "/jobs", body=b"x" * (10 * 1024 * 1024 + 1))
+    assert status == 413 and "over 10 MiB" in json.loads(body)["message"]
+    assert len(busy.seen) + len(healthy.seen) == 3
+
+
+@needs_nginx
+def test_nginx_answers_429_to_a_client_past_its_management_rate(busy_balancer):
+    port, (busy, healthy) = busy_balancer
+    # 20/s with a burst of 50: of 300 requests sent one after another, at least the burst passes, and unless
+    # they took over 12 s the rest cannot all have passed
+    answers = [_request(port, "GET", "/models") for _ in range(300)]
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {200, 503, 429} and statuses.count(429) > 0
+    assert 300 - statuses.count(429) >= 51 and len(busy.seen) + len(healthy.seen) == 300 - statuses.count(429)
+    _, headers, body = next(a for a in answers if a[0] == 429)
+    assert json.loads(body)["error"] == "too_many_requests" and headers["Retry-After"] == "1"
+    # single inference has no rate limit: the same client is still served there
+    assert {_request(port, "POST", "/predict")[0] for _ in range(4)} == {200, 503}
