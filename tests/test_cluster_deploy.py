@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import tomllib
 import http.server
 import importlib.util
 import json
@@ -25,6 +26,8 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 # The oldest minor release the manifests must suit (managed clusters lag) and a recent one the package ships.
 K8S_VERSIONS = ("1.29.0", "1.33.0")
+# The image tag everywhere: the package's version, set once in deploy/k8s/base/kustomization.yaml's images:
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 _spec = importlib.util.spec_from_file_location("render_nginx_conf", DEPLOY / "render_nginx_conf.py")
 render_nginx_conf = importlib.util.module_from_spec(_spec)
@@ -102,7 +105,8 @@ def test_every_manifest_file_validates_against_the_kubernetes_schemas(version):
 
 @needs_kubectl
 def test_manifests_have_no_namespace_and_no_secret_values(base, gpu):
-    assert {doc["kind"] for doc in base} == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
+    assert {doc["kind"] for doc in base} == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+                                             "NetworkPolicy"}
     assert all("namespace" not in doc["metadata"] for doc in base + gpu)
     assert "Secret" not in {doc["kind"] for doc in base + gpu}  # created apart from the kustomization
     text = "\n".join(path.read_text() for path in (K8S / "base").glob("*.yaml"))
@@ -128,11 +132,88 @@ def test_the_api_deployment_serves_from_the_secret_and_trains_nothing(base):
     [migrate] = pod["initContainers"]
     assert migrate["command"] == ["python", "-m", "app", "migrate"]
     assert _env(migrate)["SEQ2SEQ_DATABASE_URL"] == env["SEQ2SEQ_DATABASE_URL"]
-    assert container["image"] == migrate["image"] == "seq2seq-serve:latest"
-    # the Secret's keys are the ones the template documents
+    assert container["image"] == migrate["image"] == f"seq2seq-serve:{VERSION}"
+    # the Secret's keys are the ones the template documents; its key is a placeholder the service refuses
     example = _docs(K8S / "secret.example.yaml")[0]
     assert example["metadata"]["name"] == "seq2seq" and set(example["stringData"]) == {"database-url", "api-key"}
-    assert _by(base, "ConfigMap", "seq2seq-config")
+    assert example["stringData"]["api-key"] == "CHANGE-ME-to-the-output-of-openssl-rand-hex-32"
+    assert len(example["stringData"]["api-key"]) >= 32
+    # servers only check the schema; the initContainers migrate
+    assert _by(base, "ConfigMap", "seq2seq-config")["data"]["SEQ2SEQ_MIGRATE"] == "check"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("name", ["base", "gpu"])
+def test_every_image_is_pinned_to_the_package_version_in_one_place(name, base, gpu):
+    docs = {"base": base, "gpu": gpu}[name]
+    images = {}
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                assert container["imagePullPolicy"] == "IfNotPresent"
+                images[(doc["metadata"]["name"], container["name"])] = container["image"]
+    expected = {key: f"seq2seq-serve:{VERSION}" for key in images}
+    if name == "gpu":
+        expected[("seq2seq-worker", "worker")] = f"seq2seq-serve:{VERSION}-cuda"
+    assert images == expected
+    for path in K8S.rglob("*.yaml"):  # the tag is named only in the kustomizations' images:
+        if path.name != "kustomization.yaml":
+            assert ":latest" not in path.read_text() and VERSION not in path.read_text(), path
+
+
+def _policy_allows_port(rules: list[dict], port: int, protocol: str = "TCP") -> bool:
+    return any(p.get("port") == port and p.get("protocol", "TCP") == protocol for r in rules for p in r.get("ports", []))
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In"
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+@needs_kubectl
+def test_network_policies_deny_by_default_and_allow_only_the_api_port_postgresql_and_dns(base):
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in base if doc["kind"] == "NetworkPolicy"}
+    api_labels = _by(base, "Deployment", "seq2seq-api")["spec"]["template"]["metadata"]["labels"]
+    worker_labels = _by(base, "Deployment", "seq2seq-worker")["spec"]["template"]["metadata"]["labels"]
+    postgres_labels = {"app.kubernetes.io/name": "postgresql", "app.kubernetes.io/part-of": "seq2seq"}
+    # default deny: both directions, no rule, on every seq2seq pod
+    deny = policies["seq2seq-default-deny"]
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny and "egress" not in deny
+    assert _selects(deny["podSelector"], api_labels) and _selects(deny["podSelector"], worker_labels)
+
+    def rules(labels: dict, kind: str) -> list[dict]:
+        return [rule for spec in policies.values() if kind.capitalize() in spec["policyTypes"]
+                and _selects(spec["podSelector"], labels) for rule in spec.get(kind, [])]
+
+    # ingress: the API on its port only; the worker nothing; an app PostgreSQL only from the API and workers
+    [api_in] = rules(api_labels, "ingress")
+    assert [p["port"] for p in api_in["ports"]] == [8000] and "from" not in api_in
+    assert rules(worker_labels, "ingress") == []
+    [pg_in] = rules(postgres_labels, "ingress")
+    assert [p["port"] for p in pg_in["ports"]] == [5432]
+    [source] = pg_in["from"]
+    assert set(source) == {"podSelector"}  # this namespace only
+    assert _selects(source["podSelector"], api_labels) and _selects(source["podSelector"], worker_labels)
+    assert not _selects(source["podSelector"], {**api_labels, "app.kubernetes.io/component": "other"})
+    # egress: PostgreSQL's port and DNS, nothing else, for both
+    for labels in (api_labels, worker_labels):
+        out = rules(labels, "egress")
+        ports = {(p["port"], p.get("protocol", "TCP")) for rule in out for p in rule["ports"]}
+        assert ports == {(5432, "TCP"), (53, "UDP"), (53, "TCP")}
+        assert all(rule.get("ports") for rule in out)  # no rule open to every port
+        dns = next(rule for rule in out if _policy_allows_port([rule], 53, "UDP"))
+        assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                              "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    # the Service's target is the port the API policy opens
+    [port] = _by(base, "Service", "seq2seq-api")["spec"]["ports"]
+    [container_port] = _by(base, "Deployment", "seq2seq-api")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert container_port["name"] == port["targetPort"] and container_port["containerPort"] == 8000
 
 
 @needs_kubectl
@@ -165,7 +246,7 @@ def test_the_worker_runs_app_worker_and_the_gpu_overlay_gives_it_a_gpu(base, gpu
     [container] = gpu_worker["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["limits"]["memory"]  # the patch adds to the base's limits, not replaces
-    assert _env(container)["SEQ2SEQ_DEVICE"] == "cuda" and container["image"] == "seq2seq-serve:cuda"
+    assert _env(container)["SEQ2SEQ_DEVICE"] == "cuda" and container["image"] == f"seq2seq-serve:{VERSION}-cuda"
     assert container["command"] == ["python", "-m", "app.worker"]
     assert _by(gpu, "Deployment", "seq2seq-api") == _by(base, "Deployment", "seq2seq-api")
 
@@ -183,7 +264,30 @@ def test_compose_builds_the_same_image_as_docker_compose_yml():
     assert set(services) == {"postgres", "migrate", "api", "worker", "nginx"}
     for name in ("migrate", "api", "worker"):
         assert services[name]["build"] == SINGLE["services"]["api"]["build"]
-        assert services[name]["image"] == SINGLE["services"]["api"]["image"] == "seq2seq-serve:latest"
+        assert services[name]["image"] == SINGLE["services"]["api"]["image"] == f"seq2seq-serve:{VERSION}"
+
+
+@pytest.mark.parametrize("name", ["postgres", "migrate", "api", "worker", "nginx"])
+def test_compose_containers_are_hardened_and_bounded(name):
+    service = CLUSTER["services"][name]
+    assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert service["security_opt"] == ["no-new-privileges:true"]
+    assert float(service["cpus"]) > 0 and re.fullmatch(r"\d+[mg]", service["mem_limit"])
+    assert service["pids_limit"] > 0
+    # only what a stock image's entrypoint needs comes back, never a broad capability
+    assert set(service.get("cap_add", [])) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE"}
+    if name in ("migrate", "api", "worker"):
+        assert "cap_add" not in service
+        mounts = {entry.split(":")[0] for entry in service["tmpfs"]}
+        assert mounts == {"/tmp", "/data"}  # the only places they write, the root filesystem being read-only
+
+
+def test_compose_servers_and_workers_only_check_the_schema_and_migrate_runs_once():
+    services = CLUSTER["services"]
+    for name in ("api", "worker"):
+        assert services[name]["environment"]["SEQ2SEQ_MIGRATE"] == "check"
+    # `python -m app migrate` migrates whatever SEQ2SEQ_MIGRATE says
+    assert services["migrate"]["command"] == ["python", "-m", "app", "migrate"]
 
 
 def test_compose_postgres_is_healthchecked_on_a_volume_with_the_password_from_the_environment():
@@ -238,7 +342,7 @@ def test_compose_worker_matches_the_kubernetes_worker_and_its_gpu_override(base)
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and device["count"] == 1
     assert gpu["environment"]["SEQ2SEQ_DEVICE"] == "cuda" and gpu["build"]["args"]["TORCH_INDEX"] == ""
-    assert gpu["image"] != "seq2seq-serve:latest"  # a CUDA build must not overwrite the api's CPU image
+    assert gpu["image"] == f"seq2seq-serve:{VERSION}-cuda"  # a CUDA build must not overwrite the api's CPU image
 
 
 def test_compose_nginx_publishes_8000_with_the_mounted_config():
