@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import tomllib
 import http.server
 import importlib.util
 import json
@@ -14,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -641,8 +641,9 @@ def test_nginx_passes_a_503_on_and_keeps_sending_to_that_replica(busy_balancer, 
     assert len(busy.seen) + len(healthy.seen) == 10
     assert statuses.count(503) == len(busy.seen) and statuses.count(200) == len(healthy.seen)
     assert all(json.loads(body)["replica"] == ("busy" if status == 503 else "healthy") for status, _, body in answers)
-    # and round robin goes on giving the busy replica its turn: far past max_fails=3, it was never marked down
-    assert len(busy.seen) == 5 == len(healthy.seen)
+    # and round robin goes on giving the busy replica its turn past max_fails=3: it was never marked down (a
+    # replica marked down gets nothing for fail_timeout=10 s, so it would have seen at most 3)
+    assert len(busy.seen) >= 4 and 503 in statuses[-3:]
 
 
 @needs_nginx
