@@ -39,7 +39,8 @@ class Timeouts:
     tcp_s: float = 20.0        # PostgreSQL: a peer silent this long is dead (keepalives, tcp_user_timeout)
 
     def libpq_params(self) -> dict[str, str]:
-        """libpq connection parameters (they go into the URL, so a raw psycopg.connect on it gets them too)."""
+        """libpq connection parameters: all but `options` go into the URL, so a raw psycopg.connect on the
+        rendered URL (the watcher's LISTEN connection) gets the keepalives too."""
         tcp = max(3, int(self.tcp_s))
         idle, interval, count = max(1, tcp // 2), max(1, tcp // 6), 3  # first probe after half the silence budget
         # The server gets the same keepalives (-c tcp_*), so it, too, drops a vanished client and its locks.
@@ -86,15 +87,19 @@ def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def postgres_url_with(parsed: URL, timeouts: Timeouts) -> URL:
-    """The URL with the timeouts' libpq parameters added; parameters the URL already names keep its values
-    (an `options` of its own comes after ours, so its -c settings win)."""
+def postgres_connect(parsed: URL, timeouts: Timeouts) -> tuple[URL, dict[str, str]]:
+    """The URL with the timeouts' libpq parameters added, and the server `options` apart (as a connect
+    argument: rendered into a URL its spaces would become '+', which libpq does not decode, and the watcher's
+    LISTEN connection is opened from the rendered URL). Parameters the URL names keep its values; an
+    `options` of its own comes after ours, so its -c settings win."""
     params = timeouts.libpq_params()
+    options = params.pop("options")
     query = dict(parsed.query)
-    if "options" in query:
-        given = query["options"]
-        query["options"] = f"{params['options']} {given if isinstance(given, str) else ' '.join(given)}"
-    return parsed.update_query_dict({**{k: v for k, v in params.items() if k not in query}, **query})
+    given = query.pop("options", None)
+    if given:
+        options = f"{options} {given if isinstance(given, str) else ' '.join(given)}"
+    url = parsed.set(query={**{k: v for k, v in params.items() if k not in query}, **query})
+    return url, {"options": options}
 
 
 def make_engine(url: str | URL, timeouts: Timeouts | None = None, **kwargs) -> Engine:
@@ -110,12 +115,14 @@ def make_engine(url: str | URL, timeouts: Timeouts | None = None, **kwargs) -> E
         kwargs.setdefault("pool_timeout", max(timeouts.connect_s, 1.0))
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
-        return sa.create_engine(postgres_url_with(parsed, timeouts), **kwargs)
+        url_with, server_options = postgres_connect(parsed, timeouts)
+        kwargs["connect_args"] = {**server_options, **kwargs.get("connect_args", {})}
+        return sa.create_engine(url_with, **kwargs)
     path = sqlite_path(parsed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         refuse_network_filesystem(path)
-    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args: dict[str, object] = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", timeouts.lock_s)
     connect_args.setdefault("check_same_thread", False)
     engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)

@@ -202,3 +202,16 @@ def test_make_engine_refuses_the_sqlite_file_where_the_mount_table_says_nfs(tmp_
     with pytest.raises(UnsupportedLocation, match="single-host"):
         make_engine(f"sqlite:///{tmp_path / 'share' / 'data' / 'seq2seq.db'}")
     make_engine(f"sqlite:///{tmp_path / 'elsewhere' / 'seq2seq.db'}").dispose()
+
+
+def test_a_connection_opened_from_the_rendered_url_gets_the_keepalives(postgres_url):
+    """What the watcher does for LISTEN: psycopg.connect on the engine's URL rendered as a string."""
+    engine = make_engine(postgres_url, Timeouts(tcp_s=12))
+    try:
+        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            params = conn.info.get_parameters()
+            assert (params["keepalives"], params["keepalives_idle"], params["tcp_user_timeout"]) == ("1", "6", "12000")
+            conn.execute("LISTEN x")
+    finally:
+        engine.dispose()
