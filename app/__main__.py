@@ -1,6 +1,7 @@
 """`python -m app`: serve with uvicorn on SEQ2SEQ_HOST:SEQ2SEQ_PORT, SEQ2SEQ_WORKERS processes (SIGTERM drains
 requests in flight, then exits 0), with read deadlines for slow clients (app.http.protocol), a keep-alive
-timeout and a connection limit. `python -m app migrate`: bring the database's schema up to date and stop."""
+timeout and a connection limit. `python -m app migrate`: bring the database's schema up to date and stop (a
+database already ahead of this version passes when it declares this version compatible; else exit 1)."""
 from __future__ import annotations
 
 import logging
@@ -65,7 +66,11 @@ def migrate() -> None:
     settings = get_settings()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    result = storage.migrate(settings.db_url, settings.data_dir)
+    try:  # always migrates, whatever SEQ2SEQ_MIGRATE says: this is the one place that does in a cluster
+        result = storage.migrate(settings.db_url, settings.data_dir, lock_timeout_s=settings.migrate_lock_timeout_s,
+                                 timeouts=settings.db_timeouts)
+    except (storage.SchemaMismatch, storage.MigrationLockTimeout, storage.UnsupportedLocation) as exc:
+        sys.exit(f"migrate: {exc}")
     print(result)
 
 

@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         torch.set_num_threads(settings.threads)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = storage.open_storage(settings.db_url, legacy_data_dir=settings.data_dir)  # migrates under a lock
+        # SEQ2SEQ_MIGRATE=auto migrates under a lock; check only checks the schema fits (SchemaMismatch if not)
+        store = storage.open_storage(settings.db_url, migrate_mode=settings.migrate, legacy_data_dir=settings.data_dir,
+                                     timeouts=settings.db_timeouts, migrate_lock_timeout_s=settings.migrate_lock_timeout_s)
         device = devices.resolve(settings.device)
         registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models)
         registry.sync_shipped()

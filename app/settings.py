@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .storage.engine import default_url
+from .storage.engine import Timeouts, default_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,11 +89,30 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
+    # Database and migrations (issue 15)
+    migrate: str = Field("auto", pattern="^(auto|check)$", description="at start, 'auto' migrates the schema "
+                         "(one host); 'check' only checks that it fits this version and refuses to start otherwise "
+                         "(the cluster files run `python -m app migrate` once, then start servers and workers so)")
+    migrate_lock_timeout_s: float = Field(120.0, gt=0, description="how long a migration waits for another "
+                                          "process's migration before it gives up with an error")
+    db_connect_timeout_s: float = Field(10.0, gt=0, description="PostgreSQL: opening a connection (whole seconds, "
+                                        "at least 2)")
+    db_statement_timeout_s: float = Field(30.0, ge=0, description="PostgreSQL statement_timeout: a statement "
+                                          "running longer is cancelled; 0 = none (migrations always run without)")
+    db_lock_timeout_s: float = Field(10.0, gt=0, description="PostgreSQL lock_timeout and SQLite busy timeout: the "
+                                     "longest wait for a lock another process holds")
+    db_tcp_timeout_s: float = Field(20.0, ge=3, description="PostgreSQL: a connection whose server stays silent this "
+                                    "long is dropped (TCP keepalives and tcp_user_timeout), e.g. after a failover")
 
     @property
     def db_url(self) -> str:
         """The database to open: SEQ2SEQ_DATABASE_URL, or the default file in the data directory."""
         return self.database_url or default_url(self.data_dir)
+
+    @property
+    def db_timeouts(self) -> Timeouts:
+        return Timeouts(connect_s=self.db_connect_timeout_s, statement_s=self.db_statement_timeout_s,
+                        lock_s=self.db_lock_timeout_s, tcp_s=self.db_tcp_timeout_s)
 
 
 @lru_cache(maxsize=1)

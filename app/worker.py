@@ -24,7 +24,8 @@ log = logging.getLogger("seq2seq.worker")
 
 async def run() -> None:
     settings = get_settings()
-    store = storage.open_storage(settings.db_url, legacy_data_dir=None)
+    store = storage.open_storage(settings.db_url, migrate_mode=settings.migrate, legacy_data_dir=None,
+                                 timeouts=settings.db_timeouts, migrate_lock_timeout_s=settings.migrate_lock_timeout_s)
     device = devices.resolve(settings.device)
     runner = build_runner(settings, store, device)
     stop = asyncio.Event()

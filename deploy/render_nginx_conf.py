@@ -9,11 +9,13 @@ What changes: the lines between `# upstream-servers-begin` and `# upstream-serve
 `server ADDRESS PARAMS;` line per address, PARAMS being those of the file's own server line
 (`max_fails=3 fail_timeout=10s`); `listen 80;` becomes `listen ADDRESS;`. With a runtime directory, the pid
 file and nginx's temporary files go there instead of /run and /var/lib/nginx, so nginx runs unprivileged and
-beside another nginx. Nothing else changes: the locations, retries and timeouts are the ones compose uses.
+beside another nginx (started as root, its workers run as the directory's owner, so they can use it). Nothing else changes: the locations, retries and timeouts are the ones compose uses.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import re
 import sys
 from pathlib import Path
@@ -40,7 +42,10 @@ def render(servers: list[str], listen: str | int, runtime_dir: str | Path | None
         raise ValueError("expected exactly one 'listen 80;' line")
     if runtime_dir is not None:
         runtime = Path(runtime_dir).resolve()
-        text = text.replace("\nevents {", f"\npid {runtime / 'nginx.pid'};\n\nevents {{", 1)
+        # Started as root, nginx runs its workers as `nobody`, who cannot reach temporary files in a private
+        # runtime directory (a body over 16 KB is buffered to one): keep them as the directory's owner.
+        user = f"\nuser {pwd.getpwuid(runtime.stat().st_uid if runtime.exists() else 0).pw_name};" if os.geteuid() == 0 else ""
+        text = text.replace("\nevents {", f"\npid {runtime / 'nginx.pid'};{user}\n\nevents {{", 1)
         temp = "".join(f"    {name} {runtime / name.removesuffix('_path')};\n" for name in TEMP_PATHS)
         text = text.replace("\nhttp {\n", "\nhttp {\n" + temp, 1)
     return text

@@ -1,6 +1,7 @@
 """Deployment files: no Docker engine runs here, so lint the Dockerfile and check what compose wires."""
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -35,6 +36,18 @@ def test_compose_serves_api_on_8000_with_a_volume_healthcheck_and_restart_policy
     assert "SEQ2SEQ_AUTH" not in api["environment"]  # management stays locked
     assert api["environment"]["SEQ2SEQ_DATA_DIR"] == "/data"
     assert "deploy" not in api  # no GPU needed for `docker compose up`
+
+
+def test_compose_api_is_hardened_and_bounded():
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert api["read_only"] is True and api["tmpfs"][0].startswith("/tmp")  # writes: the /data volume and /tmp
+    assert api["cap_drop"] == ["ALL"] and "cap_add" not in api
+    assert api["security_opt"] == ["no-new-privileges:true"]
+    assert float(api["cpus"]) > 0 and api["mem_limit"] and api["pids_limit"] > 0
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert api["image"] == f"seq2seq-serve:{version}"
+    gpu = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())["services"]["api"]
+    assert gpu["image"] == f"seq2seq-serve:{version}-cuda"  # the CUDA build gets its own tag
 
 
 def test_gpu_override_reserves_a_gpu_and_asks_for_cuda():

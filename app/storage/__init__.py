@@ -9,7 +9,8 @@ Synchronous throughout (call it via asyncio.to_thread from async code). Imports 
 `model/` only when a checkpoint is loaded (checkpoints.py). Modules: engine (URLs, engines, transactions),
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
 rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, Lease, NewJob, JobOutcome),
-watcher (ActiveWatcher), checkpoints (hash and load from bytes), clock, errors.
+watcher (ActiveWatcher), checkpoints (hash and load from bytes), filesystems (no SQLite on a network
+filesystem), clock, errors.
 From a shell: `python -m app.storage migrate --url URL`.
 """
 from __future__ import annotations
@@ -19,22 +20,43 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from .checkpoints import load_checkpoint, sha256_of, verify_checkpoint
-from .engine import default_url, is_postgres, make_engine, normalize_url, sqlite_path
-from .errors import Conflict, IntegrityFailure, NotFound, QueueFull, QuotaFull, StorageError, transient
+from .engine import Timeouts, default_url, is_postgres, make_engine, normalize_url, sqlite_path
+from .errors import (
+    Conflict,
+    DowngradeRefused,
+    IntegrityFailure,
+    MigrationLockTimeout,
+    NotFound,
+    QueueFull,
+    QuotaFull,
+    SchemaMismatch,
+    StorageError,
+    UnsupportedLocation,
+    transient,
+)
 from .jobs import ExpiredLeases, Finished, JobOutcome, JobRow, JobStore, Lease, LeaseLost, NewJob, Pointer
 from .legacy import LegacyReport, import_legacy
-from .migrate import MigrationResult, head_revision, migrate
+from .migrate import (
+    LOCK_TIMEOUT_S,
+    MigrationResult,
+    check_schema,
+    downgrade,
+    head_revision,
+    migrate,
+    prepare_schema,
+)
 from .models import ModelStore, Verifier
 from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "CheckpointInfo", "Conflict", "ExpiredLeases", "Finished", "IntegrityFailure", "JobOutcome", "JobRow", "JobStore",
-    "Lease", "LeaseLost", "LegacyReport", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
-    "QueueFull", "QuotaFull", "Source", "Storage", "StorageError",
-    "default_url", "head_revision",
+    "ActiveWatcher", "CheckpointInfo", "Conflict", "DowngradeRefused", "ExpiredLeases", "Finished",
+    "IntegrityFailure", "JobOutcome", "JobRow", "JobStore", "Lease", "LeaseLost", "LegacyReport",
+    "MigrationLockTimeout", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
+    "QueueFull", "QuotaFull", "SchemaMismatch", "Source", "Storage", "StorageError", "Timeouts",
+    "UnsupportedLocation", "check_schema", "default_url", "downgrade", "head_revision",
     "import_legacy", "is_postgres", "load_checkpoint", "make_engine", "migrate", "normalize_url", "open_storage",
-    "sha256_of", "sqlite_path", "transient", "verify_checkpoint",
+    "prepare_schema", "sha256_of", "sqlite_path", "transient", "verify_checkpoint",
 ]
 
 
@@ -54,10 +76,16 @@ class Storage:
         self.engine.dispose()
 
 
-def open_storage(url: str, *, run_migrations: bool = True, legacy_data_dir: Path | str | None = None,
-                 verify: Verifier | None = verify_checkpoint) -> Storage:
-    """Engine for url, migrated first (under the migration lock) unless run_migrations is False."""
-    engine = make_engine(url)
-    if run_migrations:
-        migrate(engine, legacy_data_dir)
+def open_storage(url: str, *, run_migrations: bool = True, migrate_mode: str = "auto",
+                 legacy_data_dir: Path | str | None = None, verify: Verifier | None = verify_checkpoint,
+                 timeouts: Timeouts | None = None, migrate_lock_timeout_s: float = LOCK_TIMEOUT_S) -> Storage:
+    """Engine for url with the schema made ready first (prepare_schema: migrated under the migration lock in
+    `auto` mode, only checked in `check` mode), unless run_migrations is False."""
+    engine = make_engine(url, timeouts)
+    try:
+        if run_migrations:
+            prepare_schema(engine, migrate_mode, legacy_data_dir, lock_timeout_s=migrate_lock_timeout_s)
+    except BaseException:
+        engine.dispose()
+        raise
     return Storage(engine, verify)

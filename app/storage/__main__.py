@@ -1,4 +1,5 @@
 """`python -m app.storage migrate --url URL [--legacy-data-dir DIR]`: migrate a database and say what was done.
+`python -m app.storage downgrade --url URL --to REV`: take it back (refused where that would drop data).
 
 The same call as the service's `python -m app migrate`, which takes the URL from its settings; this one takes
 it explicitly and imports nothing of the service (no settings, no HTTP, no torch), for tools and images that
@@ -13,7 +14,8 @@ import logging
 import sys
 
 from .engine import make_engine
-from .migrate import migrate
+from .errors import DowngradeRefused, MigrationLockTimeout, SchemaMismatch, UnsupportedLocation
+from .migrate import downgrade, migrate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,13 +25,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--url", required=True, help="sqlite:///PATH or postgresql://user:pass@host:port/db")
     run.add_argument("--legacy-data-dir", default=None,
                      help="the previous version's DATA_DIR, when the target is not the SQLite file inside it")
+    back = commands.add_parser("downgrade", help="take the schema back to a revision; refuses to drop stored data")
+    back.add_argument("--url", required=True, help="sqlite:///PATH or postgresql://user:pass@host:port/db")
+    back.add_argument("--to", required=True, help="the revision to go back to ('base': none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    engine = make_engine(args.url)
     try:
-        result = migrate(engine, args.legacy_data_dir)
-    finally:
-        engine.dispose()
+        engine = make_engine(args.url)
+        try:
+            if args.command == "downgrade":
+                print(json.dumps({"revision": downgrade(engine, args.to)}))
+                return 0
+            result = migrate(engine, args.legacy_data_dir)
+        finally:
+            engine.dispose()
+    except (DowngradeRefused, SchemaMismatch, MigrationLockTimeout, UnsupportedLocation) as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(dataclasses.asdict(result)))
     return 0
 

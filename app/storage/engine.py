@@ -3,12 +3,19 @@
 SQLite (one machine) and PostgreSQL (many machines) behave alike to callers: `write()` serializes writers
 (SQLite: BEGIN IMMEDIATE, so a reader never has to upgrade its lock and hit SQLITE_BUSY mid-transaction;
 PostgreSQL: row locks and advisory locks taken by the stores), `read()` sees one consistent snapshot.
+
+Every wait is bounded (`Timeouts`): after a PostgreSQL failover a pooled connection to the old primary is
+found dead by TCP keepalives and tcp_user_timeout within seconds instead of the kernel's ~15 minutes of
+retransmissions, a statement or lock wait that outlives its timeout is cancelled by the server, and the
+pool recycles connections every half hour. SQLite waits for another writer at most the lock timeout.
 """
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,10 +23,39 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from .errors import StorageError
+from .filesystems import refuse_network_filesystem
 
-BUSY_TIMEOUT_S = 30  # a writer waits this long for another process's write lock before giving up
-CONNECT_TIMEOUT_S = 10  # PostgreSQL: an unreachable server fails a request instead of hanging it
 DEFAULT_DB_NAME = "seq2seq.db"
+POOL_RECYCLE_S = 1800  # PostgreSQL: a connection older than this is replaced at checkout (a moved primary)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the database may make a caller wait; the defaults are the settings' defaults."""
+
+    connect_s: float = 10.0    # PostgreSQL: opening a connection (libpq rounds up to whole seconds, at least 2)
+    statement_s: float = 30.0  # PostgreSQL: one statement; 0 = none (migrations run without one)
+    lock_s: float = 10.0       # PostgreSQL lock_timeout; SQLite busy_timeout (waiting for another writer)
+    tcp_s: float = 20.0        # PostgreSQL: a peer silent this long is dead (keepalives, tcp_user_timeout)
+
+    def libpq_params(self) -> dict[str, str]:
+        """libpq connection parameters: all but `options` go into the URL, so a raw psycopg.connect on the
+        rendered URL (the watcher's LISTEN connection) gets the keepalives too."""
+        tcp = max(3, int(self.tcp_s))
+        idle, interval, count = max(1, tcp // 2), max(1, tcp // 6), 3  # first probe after half the silence budget
+        # The server gets the same keepalives (-c tcp_*), so it, too, drops a vanished client and its locks.
+        server = {"statement_timeout": int(self.statement_s * 1000), "lock_timeout": int(self.lock_s * 1000),
+                  "tcp_keepalives_idle": idle, "tcp_keepalives_interval": interval, "tcp_keepalives_count": count,
+                  "tcp_user_timeout": tcp * 1000}
+        return {
+            "connect_timeout": str(max(2, math.ceil(self.connect_s))),
+            "keepalives": "1",
+            "keepalives_idle": str(idle),
+            "keepalives_interval": str(interval),
+            "keepalives_count": str(count),
+            "tcp_user_timeout": str(tcp * 1000),  # data sent and not acknowledged for the budget: give up
+            "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
+        }
 
 
 def default_url(data_dir: Path | str) -> str:
@@ -51,28 +87,50 @@ def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def make_engine(url: str | URL, **kwargs) -> Engine:
-    """An engine configured for this service's access pattern; extra keyword arguments go to create_engine."""
+def postgres_connect(parsed: URL, timeouts: Timeouts) -> tuple[URL, dict[str, str]]:
+    """The URL with the timeouts' libpq parameters added, and the server `options` apart (as a connect
+    argument: rendered into a URL its spaces would become '+', which libpq does not decode, and the watcher's
+    LISTEN connection is opened from the rendered URL). Parameters the URL names keep its values; an
+    `options` of its own comes after ours, so its -c settings win."""
+    params = timeouts.libpq_params()
+    options = params.pop("options")
+    query = dict(parsed.query)
+    given = query.pop("options", None)
+    if given:
+        options = f"{options} {given if isinstance(given, str) else ' '.join(given)}"
+    url = parsed.set(query={**{k: v for k, v in params.items() if k not in query}, **query})
+    return url, {"options": options}
+
+
+def make_engine(url: str | URL, timeouts: Timeouts | None = None, **kwargs) -> Engine:
+    """An engine configured for this service's access pattern; extra keyword arguments go to create_engine.
+
+    A SQLite file on a network filesystem is refused (UnsupportedLocation): SQLite is single-host."""
+    timeouts = timeouts or Timeouts()
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "postgresql":
         # pre_ping: a pooled connection to a PostgreSQL that restarted is replaced on checkout, not handed out dead.
         kwargs.setdefault("pool_pre_ping", True)
-        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        kwargs.setdefault("pool_recycle", POOL_RECYCLE_S)
+        kwargs.setdefault("pool_timeout", max(timeouts.connect_s, 1.0))
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
-        return sa.create_engine(parsed, **kwargs)
+        url_with, server_options = postgres_connect(parsed, timeouts)
+        kwargs["connect_args"] = {**server_options, **kwargs.get("connect_args", {})}
+        return sa.create_engine(url_with, **kwargs)
     path = sqlite_path(parsed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    connect_args = dict(kwargs.pop("connect_args", {}))
-    connect_args.setdefault("timeout", BUSY_TIMEOUT_S)
+        refuse_network_filesystem(path)
+    connect_args: dict[str, object] = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("timeout", timeouts.lock_s)
     connect_args.setdefault("check_same_thread", False)
     engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, timeouts.lock_s)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_conn: sqlite3.Connection, record) -> None:
         # Let SQLAlchemy's begin() decide when a transaction starts (the driver's own guess defers BEGIN and
@@ -83,7 +141,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # only a power cut can lose the last ones, and FULL would fsync on every commit.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

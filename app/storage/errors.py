@@ -51,3 +51,26 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+
+
+class SchemaMismatch(StorageError):
+    """The database's schema and this code do not fit: not migrated yet, or migrated by an incompatible newer
+    version. The message says which revision each side is at and what to do."""
+
+    status = 503
+
+
+class MigrationLockTimeout(StorageError):
+    """Another process held the migration lock for longer than this one would wait."""
+
+    status = 503
+
+
+class UnsupportedLocation(StorageError):
+    """A SQLite file on a filesystem where SQLite's locking does not work (a network filesystem)."""
+
+
+class DowngradeRefused(StorageError):
+    """A downgrade that would destroy stored data (trained checkpoints, job records); nothing was changed."""
+
+    status = 409

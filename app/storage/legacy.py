@@ -7,6 +7,10 @@ bytes; shipped models keep their path; every job is copied (a job that was runni
 stopped reads failed / 'interrupted', as the old version itself would have recorded at its next start); the
 active pointer follows. One transaction, then a marker row in storage_meta: it runs once, and running it
 again changes nothing. The old tables and files are left where they were, so nothing is destroyed.
+
+An import that had to skip something (a checkpoint file missing or damaged, so also the active pointer that
+names it) writes its marker as partial: each later migration retries only what was skipped, so a file put
+back in place is imported then, while what was imported (and perhaps deleted since) is not touched again.
 """
 from __future__ import annotations
 
@@ -37,6 +41,29 @@ class LegacyReport:
     jobs: list[str] = field(default_factory=list)
     active: str | None = None                          # the pointer set from the old `state` table
     skipped: list[list[str]] = field(default_factory=list)  # [id, why] for anything that could not be imported
+    retry: bool = False                                # a retry of a partial import: only what it skipped
+
+    @property
+    def complete(self) -> bool:
+        return not self.skipped
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What a partial import left to retry, read back from its marker."""
+
+    models: frozenset[str]
+    active: bool
+
+    @classmethod
+    def of(cls, marker: str) -> _Pending | None:
+        """None when the marker says the import is complete (markers written before `complete` existed are)."""
+        value = json.loads(marker)
+        if value.get("complete", True):
+            return None
+        whats = [what for what, _ in value.get("skipped", [])]
+        return cls(frozenset(w.removeprefix("model ") for w in whats if w.startswith("model ")),
+                   any(w.startswith("active pointer ") for w in whats))
 
 
 def _legacy_rows_same_db(conn: Connection) -> tuple[list[dict], list[dict], dict[str, str]] | None:
@@ -127,7 +154,8 @@ def _read_body(data_dir: Path | None, job_id: str) -> Any:
 
 
 def import_legacy(engine: Engine, data_dir: Path | str | None = None) -> LegacyReport | None:
-    """Import legacy data once; None when there is nothing to import or it was imported before.
+    """Import legacy data once (and retry what a partial import skipped); None when there is nothing to
+    import or it was all imported before.
 
     data_dir: the old DATA_DIR (for its models/ and jobs/ folders, and its seq2seq.db when the target is
     another database). For a SQLite target it defaults to the database file's folder."""
@@ -136,7 +164,9 @@ def import_legacy(engine: Engine, data_dir: Path | str | None = None) -> LegacyR
         data_dir = target.parent
     data_dir = Path(data_dir) if data_dir is not None else None
     with write(engine) as conn:
-        if conn.execute(sa.select(meta.c.value).where(meta.c.key == MARKER)).first() is not None:
+        marker = conn.execute(sa.select(meta.c.value).where(meta.c.key == MARKER)).scalar()
+        pending = _Pending.of(marker) if marker is not None else None
+        if marker is not None and pending is None:
             return None
         found = _legacy_rows_same_db(conn)
         source = f"{target} (legacy_* tables)"
@@ -146,13 +176,20 @@ def import_legacy(engine: Engine, data_dir: Path | str | None = None) -> LegacyR
                 found, source = _legacy_rows_file(legacy_file), str(legacy_file)
         if found is None:
             return None
-        report = LegacyReport(source=source)
-        _import(conn, report, *found, data_dir)
-        conn.execute(sa.insert(meta).values(key=MARKER, value=json.dumps(asdict(report))))
+        model_rows, job_rows, state = found
+        report = LegacyReport(source=source, retry=pending is not None)
+        if pending is not None:  # only what the last attempt skipped; the jobs all went in then
+            model_rows = [row for row in model_rows if row["id"] in pending.models]
+            job_rows, state = [], state if pending.active else {}
+        _import(conn, report, model_rows, job_rows, state, data_dir)
+        conn.execute(sa.delete(meta).where(meta.c.key == MARKER))
+        conn.execute(sa.insert(meta).values(key=MARKER, value=json.dumps({**asdict(report),
+                                                                           "complete": report.complete})))
     for what, why in report.skipped:
-        log.error("legacy import: %s not imported: %s", what, why)
-    log.info("legacy import from %s: %d models, %d jobs, active %s", report.source, len(report.models),
-             len(report.jobs), report.active)
+        log.error("legacy import: %s not imported (retried at the next migration): %s", what, why)
+    log.info("legacy import%s from %s: %d models, %d jobs, active %s%s", " retry" if report.retry else "",
+             report.source, len(report.models), len(report.jobs), report.active,
+             "" if report.complete else f"; partial, {len(report.skipped)} left")
     return report
 
 

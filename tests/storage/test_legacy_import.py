@@ -160,3 +160,46 @@ def test_a_damaged_checkpoint_is_reported_and_the_rest_imported(db_url, tmp_path
     assert sorted(p.name for p in (data_dir / "models").iterdir()) == [  # the old files are left in place
         "m-20260101-000000-aaaaaa.pt", "m-20260101-000000-aaaaaa.pt.sha256",
         "m-20260102-000000-bbbbbb.pt", "m-20260102-000000-bbbbbb.pt.sha256"]
+
+
+def test_a_partial_import_is_marked_so_and_retried_for_what_it_skipped(db_url, tmp_path, checkpoints):
+    data_dir = legacy_dir_for(db_url, tmp_path)
+    build_legacy_data_dir(data_dir, checkpoints)
+    missing = data_dir / "models" / "m-20260102-000000-bbbbbb.pt"  # the active one, so the pointer is skipped too
+    kept = missing.read_bytes()
+    missing.unlink()
+    first = migrate(db_url, legacy_data_dir=data_dir).legacy
+    assert [what for what, _ in first.skipped] == ["model m-20260102-000000-bbbbbb",
+                                                   "active pointer m-20260102-000000-bbbbbb"]
+    assert not first.complete and not first.retry
+    storage = open_storage(db_url, run_migrations=False)
+    try:
+        with storage.engine.connect() as conn:
+            marker = json.loads(conn.exec_driver_sql("SELECT value FROM storage_meta WHERE key = 'legacy_import'")
+                                .scalar())
+        assert marker["complete"] is False
+        storage.models.delete("m-20260101-000000-aaaaaa")  # the operator deletes one that was imported
+        storage.jobs.purge_finished(keep=0)
+        jobs_before = [j.id for j in storage.jobs.list()]
+    finally:
+        storage.close()
+
+    still_missing = migrate(db_url, legacy_data_dir=data_dir).legacy  # retried at each migration
+    assert still_missing.retry and [what for what, _ in still_missing.skipped] == [
+        "model m-20260102-000000-bbbbbb", "active pointer m-20260102-000000-bbbbbb"]
+    assert (still_missing.models, still_missing.jobs) == ([], [])
+
+    missing.write_bytes(kept)  # the file is put back
+    retried = migrate(db_url, legacy_data_dir=data_dir).legacy
+    assert retried.retry and retried.complete
+    assert (retried.models, retried.jobs, retried.active) == (["m-20260102-000000-bbbbbb"], [],
+                                                              "m-20260102-000000-bbbbbb")
+    assert migrate(db_url, legacy_data_dir=data_dir).legacy is None  # complete: never again
+    storage = open_storage(db_url, run_migrations=False)
+    try:  # only what was skipped came in: the deleted model and the purged jobs stay gone
+        assert {m.id for m in storage.models.list()} == {"default", "m-20260102-000000-bbbbbb"}
+        assert storage.models.checkpoint_bytes("m-20260102-000000-bbbbbb") == kept
+        assert storage.models.active() == ("m-20260102-000000-bbbbbb", 1)
+        assert [j.id for j in storage.jobs.list()] == jobs_before
+    finally:
+        storage.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from app.storage.errors import DowngradeRefused
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -99,6 +101,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping `models` would destroy every trained checkpoint (they are stored only here) and every job
+    # record: refuse while there are any. The legacy_* tables, if any, come back below; nothing else would.
+    bind = op.get_bind()
+    trained = bind.execute(sa.text("SELECT COUNT(*) FROM models WHERE source = 'trained'")).scalar()
+    job_count = bind.execute(sa.text("SELECT COUNT(*) FROM jobs")).scalar()
+    if trained or job_count:
+        raise DowngradeRefused(
+            f"refusing to downgrade below revision 0001: the database holds {trained} trained model(s), whose "
+            f"checkpoints are stored only in this database, and {job_count} job record(s); the downgrade would drop "
+            "them. Delete them through the API first (DELETE /models/ID, DELETE /jobs/ID), or keep this revision")
     for name in ("storage_meta", "jobs", "active_model", "models"):
         op.drop_table(name)
     existing = set(sa.inspect(op.get_bind()).get_table_names())

@@ -16,6 +16,9 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+# Code at 0001 runs on this schema: it never reads the new columns, its inserts get their defaults, and its
+# writes stay conditional on the lease's owner, which new code's sweeps respect.
+oldest_compatible = "0001"
 
 
 def upgrade() -> None:
