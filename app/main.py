@@ -64,11 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def connect() -> storage.Storage:
             return storage.open_storage(settings.db_url, legacy_data_dir=settings.data_dir)  # migrates under a lock
 
+        database_down: BaseException | None = None
         try:
-            store, database_down = connect(), None
+            store = connect()
         except DATABASE_DOWN as exc:  # serve the shipped weights meanwhile: a fleet must not need its database to start
-            store, database_down = storage.open_storage(settings.db_url, run_migrations=False), _why(exc)
-            log.error("the database cannot be reached (%s); serving the shipped weights until it can", database_down)
+            store, database_down = storage.open_storage(settings.db_url, run_migrations=False), exc
+            log.error("the database cannot be reached (%s); serving the shipped weights until it can", _why(exc))
         device = devices.resolve(settings.device)
         registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models,
                             model_loads=settings.model_loads, failure_ttl_s=settings.load_failure_ttl_s,
@@ -80,8 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher.since(registry.active_version)
             watcher.start()
         else:
-            registry.serve_without_database(f"the database cannot be reached ({database_down}); serving the shipped "
-                                            f"{settings.default_model!r} until it can")
+            registry.serve_without_database(  # /readyz is open: the type only, the driver's text (host, port) is logged
+                f"the database cannot be reached ({type(database_down).__name__})")
         if registry.active is not None:  # warm up: the first request should not pay for lazy initialisation
             decoding.greedy(registry.active.model, [[0]], want_attention=True)
             decoding.topk(registry.active.model, [[0]], 3)
@@ -138,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _why(exc: BaseException) -> str:
-    """A connection error in one line, without the URL's password (the driver's text names host and port only)."""
+    """A connection error in one line for the log (the driver's text names host and port, never the password)."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
 
 

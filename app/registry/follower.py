@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from .. import storage
 from ..errors import ServiceError
 from .loader import LoadedModel, Loader
 
@@ -24,7 +25,14 @@ log = logging.getLogger("seq2seq.registry")
 
 
 def _reason(exc: Exception) -> str:
-    return exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"[:300]
+    """What /readyz (open to anyone) may say: the service's and storage's messages name models, never hosts or
+    paths; anything else (a driver's error names the database's host) only by its type, with the rest logged."""
+    if isinstance(exc, ServiceError):
+        return exc.message
+    if isinstance(exc, storage.StorageError):
+        return str(exc)[:300]
+    log.warning("loading the active model failed: %s", exc)
+    return f"{type(exc).__name__} (the database or the file system failed; see the log)"
 
 
 class Follower:
@@ -117,8 +125,10 @@ class Follower:
         return True
 
     def _fall_back(self, reason: str) -> None:
-        if self.active is not None:  # the last good model keeps serving
-            self.degraded = f"{reason}; serving {self.active.id!r} instead (the last model that loaded)"
+        if self.active is not None:  # the last good model, or the fallback already served, keeps serving
+            how = ("the shipped {!r} from this machine's weights" if self.active_version < 0
+                   else "{!r}, the last model that loaded").format(self.active.id)
+            self.degraded = f"{reason}; serving {how} instead"
             log.error(self.degraded)
             return
         try:
