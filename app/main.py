@@ -11,9 +11,11 @@ import fcntl
 import gc
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
 import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -36,6 +38,7 @@ from .settings import Settings, get_settings
 log = logging.getLogger("seq2seq")
 RUNNER_LOCK = "job-runner.lock"
 RUNNER_RETRY_S = 5.0
+DATABASE_DOWN = (sa.exc.DBAPIError, OSError)  # what an unreachable or stopped database raises
 
 
 def try_lock(path: Path) -> int | None:
@@ -57,15 +60,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         torch.set_num_threads(settings.threads)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        # SEQ2SEQ_MIGRATE=auto migrates under a lock; check only checks the schema fits (SchemaMismatch if not)
-        store = storage.open_storage(settings.db_url, migrate_mode=settings.migrate, legacy_data_dir=settings.data_dir,
-                                     timeouts=settings.db_timeouts, migrate_lock_timeout_s=settings.migrate_lock_timeout_s)
+
+        def connect() -> storage.Storage:
+            # SEQ2SEQ_MIGRATE=auto migrates under a lock; check only checks the schema fits (SchemaMismatch if not)
+            return storage.open_storage(settings.db_url, migrate_mode=settings.migrate,
+                                        legacy_data_dir=settings.data_dir, timeouts=settings.db_timeouts,
+                                        migrate_lock_timeout_s=settings.migrate_lock_timeout_s)
+
+        database_down: BaseException | None = None
+        try:
+            store = connect()
+        except DATABASE_DOWN as exc:  # serve the shipped weights meanwhile: a fleet must not need its database to start
+            store = storage.open_storage(settings.db_url, run_migrations=False, timeouts=settings.db_timeouts)
+            database_down = exc
+            log.error("the database cannot be reached (%s); serving the shipped weights until it can", _why(exc))
         device = devices.resolve(settings.device)
-        registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models)
-        registry.sync_shipped()
-        registry.load_active()
-        watcher = store.watch_active(registry.follow, since_version=registry.active_version)
-        watcher.start()
+        registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models,
+                            model_loads=settings.model_loads, failure_ttl_s=settings.load_failure_ttl_s,
+                            retry_s=settings.active_retry_s, retry_max_s=settings.active_retry_max_s)
+        watcher = store.watch_active(registry.follow, probe_s=settings.listen_probe_s)
+        if database_down is None:
+            registry.sync_shipped()
+            registry.load_active()
+            watcher.since(registry.active_version)
+            watcher.start()
+        else:
+            registry.serve_without_database(  # /readyz is open: the type only, the driver's text (host, port) is logged
+                f"the database cannot be reached ({type(database_down).__name__})")
         if registry.active is not None:  # warm up: the first request should not pay for lazy initialisation
             decoding.greedy(registry.active.model, [[0]], want_attention=True)
             decoding.topk(registry.active.model, [[0]], 3)
@@ -74,10 +95,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         settings.decode_budget, settings.inline_budget, settings.decode_timeout_s)
         engine.batcher.start()
         service = JobService(store, settings, metrics, None)
-        await service.start()
-        runner_task = None
-        if settings.job_workers > 0:
-            runner_task = asyncio.get_running_loop().create_task(_run_jobs(settings, store, device, registry, service))
+        background: list[asyncio.Task] = []
+
+        async def start_jobs() -> None:
+            await service.start()
+            if settings.job_workers > 0:
+                background.append(asyncio.get_running_loop().create_task(
+                    _run_jobs(settings, store, device, registry, service)))
+
+        if database_down is None:
+            await start_jobs()
+        else:
+            background.append(asyncio.get_running_loop().create_task(
+                _reach_database(settings, connect, registry, watcher, start_jobs)))
         app.state.settings, app.state.storage, app.state.registry, app.state.engine = settings, store, registry, engine
         app.state.jobs, app.state.metrics, app.state.device = service, metrics, device
         app.state.event_streams = 0
@@ -86,12 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
-        if runner_task is not None:
-            runner_task.cancel()
-            await asyncio.gather(runner_task, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await engine.batcher.stop()
         engine.close()
         watcher.stop()
+        registry.close()
         store.close()
         log.info("stopped cleanly")
 
@@ -109,6 +140,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        managed=ManagedRoutes.of(app.routes, MANAGEMENT_KEY))
     app.state.api_key = api_key
     return app
+
+
+def _why(exc: BaseException) -> str:
+    """A connection error in one line for the log (the driver's text names host and port, never the password)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+
+
+async def _reach_database(settings: Settings, connect: Callable[[], storage.Storage], registry: Registry,
+                          watcher: storage.ActiveWatcher, start_jobs: Callable[[], Awaitable[None]]) -> None:
+    """After a start without the database: try it every SEQ2SEQ_DATABASE_RETRY_S; once it answers, do what a normal
+    start does (migrate or check, register the shipped files, follow the pointer, watch it, run jobs)."""
+    while True:
+        await asyncio.sleep(settings.database_retry_s)
+        try:
+            await asyncio.to_thread(lambda: connect().close())
+            await asyncio.to_thread(registry.sync_shipped)
+            await asyncio.to_thread(registry.load_active)
+        except DATABASE_DOWN as exc:
+            log.warning("the database still cannot be reached (%s)", _why(exc))
+            continue
+        break
+    watcher.since(registry.active_version)
+    await asyncio.to_thread(watcher.start)
+    await start_jobs()
+    log.info("the database is reachable again; serving %s", registry.active.id if registry.active else "nothing")
 
 
 async def _run_jobs(settings: Settings, store: storage.Storage, device: devices.Device, registry: Registry,

@@ -103,6 +103,19 @@ class Settings(BaseSettings):
                                      "longest wait for a lock another process holds")
     db_tcp_timeout_s: float = Field(20.0, ge=3, description="PostgreSQL: a connection whose server stays silent this "
                                     "long is dropped (TCP keepalives and tcp_user_timeout), e.g. after a failover")
+    # Loading and degraded serving (issue 15)
+    model_loads: int = Field(2, ge=1, description="models that requests name loaded at once (each a database read, "
+                             "a hash and a torch.load, on threads of their own); a request past it gets 503 with "
+                             "Retry-After instead of waiting")
+    load_failure_ttl_s: float = Field(30.0, ge=0, description="how long a model that failed to load (unknown, bytes "
+                                      "that do not verify, unloadable) is refused from memory before it is tried again")
+    active_retry_s: float = Field(1.0, gt=0, description="first wait before the active model, when it cannot be "
+                                  "loaded, is tried again; doubled after each failure")
+    active_retry_max_s: float = Field(30.0, gt=0, description="the longest wait between tries of the active model")
+    database_retry_s: float = Field(2.0, gt=0, description="how often a server that started without its database "
+                                    "tries to reach it again")
+    listen_probe_s: float = Field(5.0, gt=0, description="PostgreSQL: how often the LISTEN connection is probed; a "
+                                  "dead one is noticed within this plus the probe's 2 s timeout")
 
     @property
     def db_url(self) -> str:

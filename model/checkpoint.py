@@ -16,11 +16,18 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from .config import MODEL_BOUNDS, ModelConfig
+from .limits import MAX_SEQ_LENGTH, MAX_VOCAB, MAX_WIDTH
 from .network import Seq2Seq
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_config", "state_dict", "vocabulary", "metrics", "created_at")
+# What a checkpoint's model_config may ask for: the largest model this project builds or serves (model/limits.py),
+# checked before a single parameter is allocated, so a tampered file cannot ask for 2^31 embeddings.
+LOADABLE_BOUNDS = {"vocab_size": MODEL_BOUNDS["vocab_size"].up_to(MAX_VOCAB),
+                   "seq_length": MODEL_BOUNDS["seq_length"].up_to(MAX_SEQ_LENGTH),
+                   "embedding_dim": MODEL_BOUNDS["embedding_dim"].up_to(MAX_WIDTH),
+                   "hidden_dim": MODEL_BOUNDS["hidden_dim"].up_to(MAX_WIDTH)}
 
 
 class CheckpointError(Exception):
@@ -123,8 +130,8 @@ def load(path: Path | str, device: torch.device | str = "cpu") -> Checkpoint:
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise CheckpointError(path, f"lacks {', '.join(missing)}")
+    config = _bounded_config(path, payload["model_config"])
     try:
-        config = ModelConfig.from_dict(payload["model_config"])
         model = Seq2Seq(config)
         model.load_state_dict(payload["state_dict"], strict=True)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -133,3 +140,22 @@ def load(path: Path | str, device: torch.device | str = "cpu") -> Checkpoint:
     return Checkpoint(model, config, payload["metrics"], payload["created_at"], digest, path,
                       payload.get("train_config", {}), payload.get("data", {}), payload.get("history", []),
                       payload.get("name"))
+
+
+def _bounded_config(path: Path, raw: object) -> ModelConfig:
+    """The stored hyperparameters, typed and within LOADABLE_BOUNDS, or CheckpointError naming the field."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(path, "its model_config is not a dictionary")
+    for name, bounds in LOADABLE_BOUNDS.items():
+        value = raw.get(name)
+        if type(value) is not int:  # bool is an int subclass, and a float or a string is no size
+            raise CheckpointError(path, f"model_config.{name} must be an integer, got {type(value).__name__}")
+        if value not in bounds:
+            raise CheckpointError(path, f"model_config.{name} must be {bounds.describe()}, got {value} "
+                                        "(larger than any model this build serves)")
+    if "attention" in raw and type(raw["attention"]) is not bool:
+        raise CheckpointError(path, "model_config.attention must be true or false")
+    try:
+        return ModelConfig.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"its model_config is not valid ({exc})") from exc

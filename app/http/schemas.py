@@ -151,12 +151,16 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str = Field(description="ready, or unavailable (then the answer is 503)")
+    status: str = Field(description="ready; degraded (200: a model is served, but not the one the active pointer "
+                        "names, or the database could not be reached at start; the reason says why); or "
+                        "unavailable (503: no model is served)")
     database: str = Field(description="ok, or unavailable with the reason; models already loaded are served anyway")
     model: str | None = Field(None, description="the model this process serves")
+    active_model: str | None = Field(None, description="the model the active pointer names, as this process last "
+                                     "read it; differs from model while degraded (absent before it could be read)")
     device: str | None = None
     device_note: str | None = Field(None, description="why the device differs from the one asked for")
-    reason: str | None = Field(None, description="why no model is ready")
+    reason: str | None = Field(None, description="why no model is ready, or why the replica is degraded")
 
 
 class Info(BaseModel):

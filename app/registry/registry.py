@@ -3,6 +3,10 @@ memory) and the follower (the active pointer), which the rest of the app uses.
 
 Shipped checkpoints stay read-only files in weights/ (a row names the file); trained ones live in the
 database as bytes beside their row. Requests resolve a model once, to an object they keep.
+
+Blocking work runs on the registry's own lanes (app.offload), never on the event loop or asyncio's shared
+pool: `loads` for models that requests name (at most `model_loads` at once, 503 with Retry-After beyond, and
+one load per model however many requests wait for it), `db` for the routes' reads and changes.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 from .. import storage
 from ..device import Device
 from ..errors import Unavailable
+from ..offload import Lane
 from .catalogue import Catalogue, ModelInfo
 from .follower import Follower
 from .ids import check_model_id
@@ -24,11 +29,18 @@ log = logging.getLogger("seq2seq.registry")
 
 class Registry:
     def __init__(self, store: storage.ModelStore, weights_dir: Path, device: Device, default_model: str,
-                 keep_loaded: int = 4):
+                 keep_loaded: int = 4, *, model_loads: int = 2, failure_ttl_s: float = 30.0,
+                 retry_s: float = 1.0, retry_max_s: float = 30.0, db_threads: int = 4, db_waiting: int = 64):
         self.catalogue = Catalogue(store, weights_dir, default_model)
-        self.loader = Loader(store, device, keep_loaded, pinned=lambda: self.follower.active_id())  # never evicted
-        self.follower = Follower(self.loader, default_model)
+        self.loader = Loader(store, device, keep_loaded, pinned=lambda: self.follower.active_id(),  # never evicted
+                             failure_ttl_s=failure_ttl_s, weights_dir=weights_dir)
+        self.follower = Follower(self.loader, default_model, retry_s, retry_max_s)
         self.on_forget: list[Callable[[str], None]] = []  # told when a model id goes away
+        self.loads = Lane("model-load", model_loads, 0, f"{model_loads} models are being loaded already "
+                          "(SEQ2SEQ_MODEL_LOADS); try again shortly", retry_after=2)
+        self.db = Lane("registry-db", db_threads, db_waiting, "the registry's database is not answering; "
+                       "try again shortly", retry_after=5)
+        self._pending: dict[str, asyncio.Future[LoadedModel]] = {}  # named models being loaded, one future each
 
     # -- what this process serves ----------------------------------------------------------------------
     @property
@@ -43,12 +55,34 @@ class Registry:
     def active_error(self) -> str | None:
         return self.follower.active_error
 
+    @property
+    def degraded(self) -> str | None:
+        """Why the served model is not the pointer's (a fallback), or None."""
+        return self.follower.degraded
+
+    @property
+    def pointer_model(self) -> str | None:
+        """The model the active pointer names, as this process last read it (None before it could)."""
+        wanted = self.follower.wanted
+        return wanted[0] if wanted is not None else None
+
     def follow(self, model_id: str | None, version: int) -> None:
         """The watcher's and the job runner's callback when the pointer moves."""
         self.follower.follow(model_id, version)
 
     def load_active(self) -> None:
+        """Serve the pointer's model (or a fallback, saying why), and keep retrying it while it cannot load."""
         self.follower.follow(*self.catalogue.pointer())
+        self.follower.start_retrying()
+
+    def serve_without_database(self, reason: str) -> None:
+        """At a start without the database: the shipped default from weights/, degraded with the reason."""
+        self.follower.fall_back(reason)
+
+    def close(self) -> None:
+        self.follower.stop_retrying()
+        self.loads.close()
+        self.db.close()
 
     # -- rows ------------------------------------------------------------------------------------------
     def sync_shipped(self) -> None:
@@ -92,9 +126,17 @@ class Registry:
         loaded = self.loader.cached(model_id)
         if loaded is not None:
             if self.loader.stale(model_id):
-                await asyncio.to_thread(self._recheck, model_id)
+                await self.db.run(self._recheck, model_id)
             return loaded
-        loaded = await asyncio.to_thread(self.loader.load, model_id)
+        remembered = self.loader.failure(model_id)
+        if remembered is not None:  # failed a moment ago: answered from memory, no database, no thread
+            raise remembered
+        pending = self._pending.get(model_id)
+        if pending is None:  # the first request for it takes a load slot; the others wait for the same load
+            pending = asyncio.ensure_future(self.loads.run(self.loader.load, model_id))
+            self._pending[model_id] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(model_id, None))
+        loaded = await asyncio.shield(pending)
         self.loader.seen(model_id)
         return loaded
 
@@ -107,8 +149,9 @@ class Registry:
 
     # -- changes ---------------------------------------------------------------------------------------
     def activate(self, model_id: str) -> ModelInfo:
-        """Load first, then move the pointer: a model that cannot load never becomes active."""
-        loaded = self.loader.load(check_model_id(model_id))
+        """Load first, then move the pointer: a model that cannot load never becomes active. A failure remembered
+        from a request is tried again: the operator may have mended it."""
+        loaded = self.loader.load(check_model_id(model_id), fresh=True)
         version = self.follower.activate(loaded, lambda: self.catalogue.move_pointer(model_id))
         log.info("model %s activated (version %d)", model_id, version)
         return self.describe(model_id)

@@ -2,7 +2,10 @@
 
 PostgreSQL: LISTEN on the channel that activation NOTIFYs inside its transaction (so the message arrives
 only once the change is committed), with a slower poll as a fallback for anything missed while the
-connection was down; a lost connection is re-opened on its own. SQLite: a poll of the one-row pointer every
+connection was down; a lost connection is re-opened on its own. A LISTEN connection only receives, so a dead
+one would go unnoticed: it has TCP keepalives and a user timeout, and the pointer is read over it every
+`probe_s` under a watchdog that shuts the socket after PROBE_TIMEOUT_S, so a connection that stopped
+answering is replaced within seconds. SQLite: a poll of the one-row pointer every
 0.2 s (an indexed single-row read). Either way the callback runs on the watcher's thread with
 (model_id, version) each time the version differs from the last one seen, and the database is the authority:
 a notification only prompts a read.
@@ -10,9 +13,12 @@ a notification only prompts a read.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -26,6 +32,12 @@ Callback = Callable[[str | None, int], None]
 SQLITE_POLL_S = 0.2
 POSTGRES_FALLBACK_POLL_S = 5.0
 RECONNECT_S = 0.5
+PROBE_S = 5.0
+PROBE_TIMEOUT_S = 2.0
+APPLICATION_NAME = "seq2seq-watcher"  # how pg_stat_activity names the LISTEN connection
+# libpq's TCP settings for the LISTEN connection: a peer that vanished is noticed in about 10 s even when idle.
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+              "tcp_user_timeout": 10_000}
 
 
 class ActiveWatcher:
@@ -35,17 +47,22 @@ class ActiveWatcher:
     moved past it by the time the watcher starts, the callback fires at once, so nothing falls in between."""
 
     def __init__(self, engine: Engine | str, callback: Callback, *, since_version: int | None = None,
-                 poll_s: float | None = None, reconnect_s: float = RECONNECT_S):
+                 poll_s: float | None = None, reconnect_s: float = RECONNECT_S, probe_s: float = PROBE_S):
         self._owns_engine = not isinstance(engine, Engine)
         self.engine: Engine = engine if isinstance(engine, Engine) else make_engine(engine)
         self.callback = callback
         self.postgres = self.engine.dialect.name == "postgresql"
         self.poll_s = poll_s if poll_s is not None else (POSTGRES_FALLBACK_POLL_S if self.postgres else SQLITE_POLL_S)
         self.reconnect_s = reconnect_s
+        self.probe_s = probe_s
         self.last: tuple[str | None, int] | None = None
         self._since = since_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def since(self, version: int) -> None:
+        """Set since_version after construction (before start)."""
+        self._since = version
 
     def start(self) -> tuple[str | None, int]:
         """Read the pointer now, start watching, and return what was read."""
@@ -100,12 +117,35 @@ class ActiveWatcher:
         import psycopg
 
         conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+        every = min(self.poll_s, self.probe_s)
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5, application_name=APPLICATION_NAME,
+                             **KEEPALIVES) as conn:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            self._check()  # after LISTEN: an activation between the last read and now is not missed
-            next_poll = time.monotonic() + self.poll_s
+            self._seen(*self._probe(conn))  # after LISTEN: an activation between the last read and now is not missed
+            next_poll = time.monotonic() + every
             while not self._stop.is_set():
                 notified = any(True for _ in conn.notifies(timeout=0.2))
                 if notified or time.monotonic() >= next_poll:
-                    self._check()
-                    next_poll = time.monotonic() + self.poll_s
+                    self._seen(*self._probe(conn))  # the poll and the probe of this connection at once
+                    next_poll = time.monotonic() + every
+
+    def _probe(self, conn) -> tuple[str | None, int]:
+        """Read the pointer over the LISTEN connection itself; past PROBE_TIMEOUT_S its socket is shut, which
+        fails the read, and _run opens a new connection."""
+        watchdog = threading.Timer(PROBE_TIMEOUT_S, _shut, (conn.fileno(),))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            row = conn.execute(f"SELECT model_id, version FROM {active_model.name} WHERE id = 1").fetchone()
+        finally:
+            watchdog.cancel()
+        return row[0], row[1]
+
+
+def _shut(fd: int) -> None:
+    """Shut a socket both ways through a duplicate of its descriptor: a read blocked on it returns at once."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

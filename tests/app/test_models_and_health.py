@@ -41,7 +41,8 @@ def test_activation_switches_what_requests_use_and_survives_a_restart(make_clien
 
 def test_readyz_reports_the_model_and_device(client):
     r = client.get("/readyz")
-    assert r.status_code == 200 and r.json() == {"status": "ready", "model": "default", "device": "cpu", "database": "ok"}
+    assert r.status_code == 200 and r.json() == {"status": "ready", "model": "default", "active_model": "default",
+                                             "device": "cpu", "database": "ok"}
     assert client.get("/healthz").json() == {"status": "ok"}
 
 

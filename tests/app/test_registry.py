@@ -1,5 +1,6 @@
 """The registry's parts without HTTP: the LRU keeps the served model, a CUDA failure serves on the CPU, versions
-only move forward, and a model deleted by another process is forgotten after the once-a-second recheck."""
+only move forward, a model deleted by another process is forgotten after the once-a-second recheck, failed
+loads are remembered, loads are bounded, and an unloadable active model leaves a fallback served and retried."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,11 @@ import torch
 
 from app import storage
 from app.device import Device
+from app.errors import NotFound, Unavailable
 from app.registry import Registry, info_of
 from model import checkpoint
+from model.config import ModelConfig
+from model.network import Seq2Seq
 from tests.conftest import WEIGHTS
 
 
@@ -82,3 +86,105 @@ def test_a_model_deleted_elsewhere_is_forgotten_at_the_next_recheck(store, weigh
     with pytest.raises(storage.NotFound):
         asyncio.run(registry.resolve_async("gone"))
     assert forgotten == ["gone"] and registry.loader.cached("gone") is None
+
+
+def corrupt(store: storage.Storage, model_id: str, blob: bytes) -> None:
+    """Overwrite a trained model's stored bytes, as a bad disk or a tampered row would."""
+    import sqlalchemy as sa
+
+    from app.storage.schema import models
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(models).where(models.c.id == model_id).values(checkpoint=blob))
+
+
+GOOD = (WEIGHTS / "default.pt").read_bytes()
+
+
+def test_a_failed_load_is_remembered_for_a_while_then_tried_again(store, weights_copy):
+    register_copy(store, "flaky")
+    corrupt(store, "flaky", GOOD[:-10])
+    registry = make_registry(store, weights_copy)
+    registry.loader.clock = clock = Clock()
+    with pytest.raises(Unavailable, match="do not match the SHA-256"):
+        asyncio.run(registry.resolve_async("flaky"))
+    corrupt(store, "flaky", GOOD)  # mended, but the failure is still remembered: no read, no hash, no load
+    with pytest.raises(Unavailable, match="do not match the SHA-256") as remembered:
+        asyncio.run(registry.resolve_async("flaky"))
+    assert remembered.value.retry_after == 30
+    with pytest.raises((NotFound, storage.NotFound)):
+        asyncio.run(registry.resolve_async("later"))
+    register_copy(store, "later")
+    with pytest.raises((NotFound, storage.NotFound)):  # unknown a moment ago: still unknown to this process until the memory lapses
+        asyncio.run(registry.resolve_async("later"))
+    clock.now += 30.01
+    assert asyncio.run(registry.resolve_async("flaky")).id == "flaky"
+    assert asyncio.run(registry.resolve_async("later")).id == "later"
+
+
+def test_activation_tries_a_remembered_failure_again(store, weights_copy):
+    register_copy(store, "mended")
+    corrupt(store, "mended", GOOD[:-10])
+    registry = make_registry(store, weights_copy)
+    with pytest.raises(Unavailable):
+        registry.resolve("mended")
+    corrupt(store, "mended", GOOD)
+    assert registry.activate("mended").active and registry.resolve(None).id == "mended"
+
+
+def test_loads_are_bounded_and_one_per_model(store, weights_copy):
+    for name in ("one", "two"):
+        register_copy(store, name)
+    registry = Registry(store.models, weights_copy, Device("cpu", torch.device("cpu")), "default", 4, model_loads=1)
+    registry.sync_shipped()
+    registry.load_active()
+
+    async def three_requests():
+        return await asyncio.gather(registry.resolve_async("one"), registry.resolve_async("one"),
+                                    registry.resolve_async("two"), return_exceptions=True)
+
+    first, same, other = asyncio.run(three_requests())
+    assert first is same and first.id == "one"  # the second request waited for the first one's load
+    assert isinstance(other, Unavailable) and "SEQ2SEQ_MODEL_LOADS" in other.message and other.retry_after
+    assert asyncio.run(registry.resolve_async("two")).id == "two"  # a slot is free again
+    registry.close()
+
+
+def test_an_unloadable_active_model_is_replaced_by_the_shipped_default_and_retried(store, weights_copy):
+    register_copy(store, "trained")
+    store.models.activate("trained")
+    corrupt(store, "trained", GOOD[:-10])
+    registry = Registry(store.models, weights_copy, Device("cpu", torch.device("cpu")), "default", 4,
+                        retry_s=60, retry_max_s=60)  # the retry is driven by hand below
+    registry.sync_shipped()
+    registry.load_active()
+    assert registry.resolve(None).id == "default" and registry.pointer_model == "trained"
+    assert "'trained'" in registry.degraded and "shipped 'default'" in registry.degraded
+    assert registry.follower.retry() is False and registry.degraded
+    corrupt(store, "trained", GOOD)
+    assert registry.follower.retry() is True
+    assert registry.resolve(None).id == "trained" and registry.degraded is None
+    registry.close()
+
+
+def test_a_pointer_that_moves_to_an_unloadable_model_keeps_the_last_good_one(store, weights_copy):
+    register_copy(store, "broken")
+    corrupt(store, "broken", GOOD[:-10])
+    registry = make_registry(store, weights_copy)
+    assert registry.activate("alt").active
+    version = store.models.activate("broken")  # another process moved it (its copy may have loaded)
+    registry.follow("broken", version)
+    assert registry.resolve(None).id == "alt" and registry.pointer_model == "broken"
+    assert "last model that loaded" in registry.degraded
+    registry.follow("default", version + 1)  # an operator activates a good model: tried at once
+    assert registry.resolve(None).id == "default" and registry.degraded is None
+    registry.close()
+
+
+def test_a_shipped_file_is_checked_against_the_registry_hash(store, weights_copy, tmp_path):
+    registry = make_registry(store, weights_copy)
+    torch.manual_seed(1)
+    checkpoint.save(weights_copy / "alt.pt", Seq2Seq(ModelConfig()), {})  # a valid file with its own manifest
+    with pytest.raises(Unavailable, match="do not match the SHA-256 the registry recorded"):
+        registry.activate("alt")
+    assert registry.resolve(None).id == "default"
+    registry.close()

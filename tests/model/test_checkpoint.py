@@ -117,3 +117,22 @@ def test_loading_never_executes_code(saved):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"nothing\.pt: cannot be read"):
         checkpoint.load(tmp_path / "nothing.pt")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("vocab_size", 2**31, r"model_config\.vocab_size must be in \[2, 1000\], got 2147483648"),
+    ("embedding_dim", 2**31, r"model_config\.embedding_dim must be in \[1, 512\], got 2147483648"),
+    ("hidden_dim", 513, r"model_config\.hidden_dim must be in \[1, 512\], got 513"),
+    ("seq_length", 10**9, r"model_config\.seq_length must be in \[2, 64\]"),
+    ("vocab_size", 10.0, r"model_config\.vocab_size must be an integer, got float"),
+    ("attention", "yes", r"model_config\.attention must be true or false"),
+])
+def test_a_tampered_configuration_beyond_the_limits_is_refused_before_anything_is_built(saved, field, value, message):
+    """A forged manifest passes the hash; the configuration is refused by its bounds, not by an allocation
+    (2^31 embeddings of 16 floats would be 128 GiB, so a build attempt could not end in this message)."""
+    _, path = saved
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"][field] = value
+    _rewrite(path, payload)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.load(path)

@@ -1,7 +1,12 @@
-"""Another process's activation reaches a watcher within a second; a PostgreSQL restart is survived."""
+"""Another process's activation reaches a watcher within a second; a PostgreSQL restart is survived; a LISTEN
+connection that stops answering is replaced."""
 from __future__ import annotations
 
+import os
+import signal
+
 from app.storage import ActiveWatcher, NewJob, open_storage
+from app.storage.watcher import APPLICATION_NAME
 from tests.postgres import poll
 from tests.storage.helpers import register
 
@@ -77,3 +82,35 @@ def test_stores_and_watcher_survive_a_postgresql_restart(postgres_server, postgr
         watcher.stop()
         storage.close()
 
+
+
+def listening_backends(url: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s",
+                            (APPLICATION_NAME, url.rsplit("/", 1)[1])).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_a_listen_connection_that_stops_answering_is_replaced_within_seconds(postgres_url, checkpoints):
+    """Only the LISTEN connection's backend is paused (SIGSTOP): nothing closes the socket, so nothing but the
+    probe can tell. The watcher must open a new connection, and hear activations on it."""
+    storage = open_storage(postgres_url)
+    register(storage, "m-0", checkpoints[0])
+    seen = Seen()
+    watcher = ActiveWatcher(postgres_url, seen, poll_s=3600, probe_s=0.5)
+    watcher.start()
+    paused = poll(lambda: listening_backends(postgres_url), 10, message="the LISTEN connection")
+    assert len(paused) == 1
+    try:
+        os.kill(paused[0], signal.SIGSTOP)
+        replaced = poll(lambda: [p for p in listening_backends(postgres_url) if p != paused[0]], 10,
+                        message="a new LISTEN connection")
+        assert len(replaced) == 1
+        storage.models.activate("m-0")
+        poll(lambda: seen.events == [("m-0", 1)], 5, message="an activation heard on the new connection")
+    finally:
+        os.kill(paused[0], signal.SIGCONT)
+        watcher.stop()
+        storage.close()

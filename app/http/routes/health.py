@@ -46,16 +46,32 @@ async def _database(state) -> str:
 
 @router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
             responses={503: {"model": Readiness, "description": "no model is ready; the reason says why"}},
-            summary="200 while a model is loaded (even if the database is away); 503 with the reason otherwise")
+            summary="200 while a model is served (ready, or degraded with the reason); 503 with the reason otherwise")
 async def readyz(request: Request) -> Readiness | JSONResponse:
+    """Degraded is 200 on purpose: the replica answers inference with a fallback model and its management API
+    works, which is what mends the cause; a 503 would take every replica out of rotation at once when the
+    active model cannot load anywhere (a rolling restart would then leave no replica serving)."""
     state = request.app.state
-    active = state.registry.active
+    registry = state.registry
+    active = registry.active
     database = await _database(state)
     if active is None:
-        unready = Readiness(status="unavailable", reason=state.registry.active_error or "starting", database=database)
+        unready = Readiness(status="unavailable", reason=registry.active_error or "starting", database=database,
+                            active_model=registry.pointer_model)
         return JSONResponse(unready.model_dump(exclude_none=True), status_code=503)
-    return Readiness(status="ready", model=active.id, device=str(active.device), database=database,
-                     device_note=state.device.note)
+    degraded = registry.degraded
+    return Readiness(status="degraded" if degraded else "ready", model=active.id, active_model=registry.pointer_model,
+                     device=str(active.device), database=database, device_note=state.device.note, reason=degraded)
+
+
+async def _gauges(state) -> None:
+    """Count jobs by status for a scrape, by one thread at a time, waiting at most 2 s: a scrape while the database
+    is away answers without the job series instead of hanging and taking a pool thread each time."""
+    task = getattr(state, "gauge_task", None)
+    if task is None or task.done():
+        task = state.gauge_task = asyncio.ensure_future(asyncio.to_thread(state.jobs.update_gauge))
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(task), 2.0)
 
 
 @router.get("/metrics", response_class=Response, responses=PROMETHEUS_TEXT, summary="Prometheus text format")
@@ -63,6 +79,5 @@ async def metrics(request: Request) -> Response:
     state = request.app.state
     state.metrics.set_active(state.registry.active.id if state.registry.active else None)
     # Jobs change on every replica: count them when scraped. With the database away the other series still matter.
-    with contextlib.suppress(Exception):
-        await asyncio.to_thread(state.jobs.update_gauge)
+    await _gauges(state)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,7 +1,6 @@
-"""The model registry over HTTP: list, describe, activate (hot swap), delete."""
+"""The model registry over HTTP: list, describe, activate (hot swap), delete. Each call runs on the registry's
+own database lane (bounded: 503 with Retry-After once it is full), never on the event loop."""
 from __future__ import annotations
-
-import asyncio
 
 from fastapi import APIRouter
 
@@ -15,26 +14,26 @@ ERR = errors(401, 404, 409, 422, 503)  # 422: an id FastAPI cannot read; answere
 
 @router.get("", response_model=list[ModelInfo], summary="Registered models, newest first")
 async def list_models(registry: RegistryDep) -> list[ModelInfo]:
-    return await asyncio.to_thread(registry.list)
+    return await registry.db.run(registry.list)
 
 
 @router.get("/active", response_model=ModelInfo, responses=ERR, summary="The active model")
 async def active_model(registry: RegistryDep) -> ModelInfo:
-    return await asyncio.to_thread(registry.describe_active)
+    return await registry.db.run(registry.describe_active)
 
 
 @router.get("/{model_id}", response_model=ModelInfo, responses=ERR, summary="One model")
 async def get_model(model_id: str, registry: RegistryDep) -> ModelInfo:
-    return await asyncio.to_thread(registry.describe, model_id)
+    return await registry.db.run(registry.describe, model_id)
 
 
 @router.post("/{model_id}/activate", response_model=ModelInfo, responses=ERR, dependencies=[Managed],
              summary="Make a model active; requests in flight finish on the previous one")
 async def activate(model_id: str, registry: RegistryDep) -> ModelInfo:
-    return await asyncio.to_thread(registry.activate, model_id)
+    return await registry.db.run(registry.activate, model_id)
 
 
 @router.delete("/{model_id}", status_code=204, responses=ERR, dependencies=[Managed],
                summary="Delete a trained model (not the active or a shipped one)")
 async def delete(model_id: str, registry: RegistryDep) -> None:
-    await asyncio.to_thread(registry.delete, model_id)
+    await registry.db.run(registry.delete, model_id)

@@ -1,7 +1,6 @@
 """The web page at / and the little it needs to know about the server."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -25,7 +24,7 @@ async def info(request: Request) -> Info:
     state = request.app.state
     active = None
     if state.registry.active is not None:
-        active = await asyncio.to_thread(state.registry.describe, state.registry.active.id)
+        active = await state.registry.db.run(state.registry.describe, state.registry.active.id)
     return Info(version=request.app.version, auth_required=state.api_key is not None,
                 active_model=active)
 
