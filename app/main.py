@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await engine.batcher.stop()
         engine.close()
         watcher.stop()
+        service.close()
         registry.close()
         store.close()
         log.info("stopped cleanly")

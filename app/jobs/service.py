@@ -15,6 +15,7 @@ from model.jobspec import JobSpec
 from .. import storage
 from ..errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from ..metrics import Metrics
+from ..offload import Lane
 from ..settings import Settings
 from .progress import JobProgress
 from .scheduler import JobRunner
@@ -35,9 +36,15 @@ class JobService:
         self.metrics = metrics
         self.runner = runner  # None when this instance trains nothing (SEQ2SEQ_JOB_WORKERS=0)
         self._changed = asyncio.Condition()
+        # Its own threads: with the database away, waiting job calls must not take the shared pool's threads
+        # that lease renewals and claims need.
+        self.db = Lane("jobs-db", 4, 64, "the jobs database is not answering; try again shortly", retry_after=5)
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.update_gauge)
+        await self.db.run(self.update_gauge)
+
+    def close(self) -> None:
+        self.db.close()
 
     # -- reading ---------------------------------------------------------------------------------------
     def get(self, job_id: str) -> storage.JobRow:
@@ -109,14 +116,14 @@ class JobService:
     async def cancel(self, job_id: str) -> storage.JobRow:
         """A queued job ends at once; a running one, wherever it runs, within about 2 s."""
         try:
-            job = await asyncio.to_thread(self.store.jobs.request_cancel, job_id)
+            job = await self.db.run(self.store.jobs.request_cancel, job_id)
         except storage.NotFound:
             raise NotFound(f"job {job_id[:80]!r} does not exist") from None
         deadline = asyncio.get_running_loop().time() + 1.9
         while not job.ended and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-            job = await asyncio.to_thread(self.store.jobs.get, job_id)
-        await asyncio.to_thread(self.update_gauge)
+            job = await self.db.run(self.store.jobs.get, job_id)
+        await self.db.run(self.update_gauge)
         return job
 
     def delete(self, job_id: str) -> None:

@@ -147,15 +147,15 @@ def test_a_paused_postgresql_freezes_neither_health_nor_inference_and_management
 
     def management(path: str) -> None:
         try:
-            stuck.append(httpx.get(f"{srv.url}{path}", timeout=120))
+            stuck.append(httpx.get(f"{srv.url}{path}", timeout=120, headers={"Authorization": f"Bearer {srv.key}"}))
         except Exception as exc:  # reported by the assertion below
             stuck.append(exc)
 
-    callers = [threading.Thread(target=management, args=(p,)) for p in ["/models/active", "/models", "/info"] * 4]
+    callers = [threading.Thread(target=management, args=(p,)) for p in ["/models/active", "/models", "/info", "/jobs"] * 4]
     try:
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
-        for t in callers:  # a dozen calls that wait for the database, in flight during everything below
+        for t in callers:  # calls that wait for the database (models, jobs), in flight during everything below
             t.start()
         for start in range(10):
             assert quick.get("/healthz").json() == {"status": "ok"}

@@ -31,7 +31,7 @@ JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 @router.post("", status_code=202, response_model=JobView, responses=ERR, summary="Start a training job")
 async def submit(body: JobRequest, jobs: JobsDep, response: Response) -> JobView:
-    job = await asyncio.to_thread(lambda: jobs.submit(body.to_spec()))  # the model's rules walk the data: off the loop
+    job = await jobs.db.run(lambda: jobs.submit(body.to_spec()))  # the model's rules walk the data: off the loop
     jobs.wake()
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobView.of(job)
@@ -41,13 +41,13 @@ async def submit(body: JobRequest, jobs: JobsDep, response: Response) -> JobView
 async def list_jobs(request: Request, jobs: JobsDep,
                     limit: str = Query("100", description="at most this many, 1 to 1000")) -> list[JobView]:
     check_params(request.query_params, ("limit",))
-    found = await asyncio.to_thread(jobs.list, parse_int("limit", limit, 1, 1000))
+    found = await jobs.db.run(jobs.list, parse_int("limit", limit, 1, 1000))
     return [JobView.of(job) for job in found]
 
 
 @router.get("/{job_id}", response_model=JobView, responses=ERR, summary="One job: status, progress, history, outcome")
 async def get_job(job_id: str, jobs: JobsDep) -> JobView:
-    return JobView.of(await asyncio.to_thread(jobs.get, job_id))
+    return JobView.of(await jobs.db.run(jobs.get, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobView, responses=ERR,
@@ -58,13 +58,13 @@ async def cancel(job_id: str, jobs: JobsDep) -> JobView:
 
 @router.delete("/{job_id}", status_code=204, responses=ERR, summary="Forget a finished job (its model stays)")
 async def delete(job_id: str, jobs: JobsDep) -> None:
-    await asyncio.to_thread(jobs.delete, job_id)
+    await jobs.db.run(jobs.delete, job_id)
 
 
 @router.get("/{job_id}/events", responses={**ERR, **EVENTS}, response_class=StreamingResponse,
             summary="Server-Sent Events: the job as it changes, then its final state")
 async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingResponse:
-    first = await asyncio.to_thread(jobs.get, job_id)  # 404 before the stream starts
+    first = await jobs.db.run(jobs.get, job_id)  # 404 before the stream starts
     state = request.app.state
     limit = state.settings.max_event_streams
     if state.event_streams >= limit:
@@ -94,7 +94,7 @@ async def events(job_id: str, jobs: JobsDep, request: Request) -> StreamingRespo
                 return
             await jobs.wait_for_change(timeout=0.5)  # a job on another replica changes only in the database
             await asyncio.sleep(0.1)  # at most ~10 events a second, however fast the job reports
-            job = await asyncio.to_thread(jobs.get, job_id)
+            job = await jobs.db.run(jobs.get, job_id)
 
     return StreamingResponse(_Counted(follow(), release), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
