@@ -85,8 +85,8 @@ def key_matches(header: bytes | None, key: bytes) -> bool:
 
 
 MIN_KEY_LENGTH = 32
-# Placeholders the examples show (deploy/k8s/secret.example.yaml); a service must never run with one.
-EXAMPLE_KEYS = frozenset({"CHANGE-ME"})
+# The examples' placeholders start so (deploy/k8s/secret.example.yaml); a service must never run with one.
+PLACEHOLDER = "CHANGE-ME"
 
 
 class KeyRefused(ValueError):
@@ -98,7 +98,7 @@ def checked_key(key: str, source: str) -> bytes:
     least MIN_KEY_LENGTH characters, no surrounding whitespace (a Bearer header could never carry it) and
     not an example's placeholder."""
     key = key.removesuffix("\n").removesuffix("\r")
-    if key.strip() in EXAMPLE_KEYS:
+    if key.strip().upper().startswith(PLACEHOLDER):
         raise KeyRefused(f"{source} is the example's placeholder {key.strip()!r}; set a generated key "
                          "(openssl rand -hex 32)")
     if key != key.strip():

@@ -8,6 +8,7 @@ import sys
 
 import httpx
 import pytest
+import yaml
 
 from app.security import KEY_FILE, MIN_KEY_LENGTH, KeyRefused, checked_key, resolve_key
 from tests.conftest import ROOT
@@ -20,6 +21,7 @@ GOOD = "k" * MIN_KEY_LENGTH
     ("k" * (MIN_KEY_LENGTH - 1), f"{MIN_KEY_LENGTH - 1} characters"),
     ("CHANGE-ME", "placeholder"),
     ("CHANGE-ME\n", "placeholder"),
+    (yaml.safe_load((ROOT / "deploy/k8s/secret.example.yaml").read_text())["stringData"]["api-key"], "placeholder"),
     (" " + GOOD, "whitespace"),
 ])
 def test_a_weak_key_is_refused_naming_the_setting(tmp_path, key, why):
