@@ -227,7 +227,7 @@ class Stats:
         self.answered_by: dict = collections.defaultdict(collections.Counter)
 
     def record(self, phase: str, paused: bool, category: str, route: str, model: str | None, outcome: str,
-               ok: bool, seconds: float, answered: str | None, t: float) -> None:
+               ok: bool, seconds: float, answered: str | None, t: float, message: str | None = None) -> None:
         with self.lock:
             self.sent[phase][category] += 1
             self.latency[phase].append(seconds)
@@ -241,7 +241,7 @@ class Stats:
                 if len(self.samples[phase]) < 25:
                     self.samples[phase].append({"t": round(t, 2), "route": route, "category": category,
                                                 "model": model, "outcome": outcome, "during_pg_pause": paused,
-                                                "seconds": round(seconds, 3)})
+                                                "seconds": round(seconds, 3), "message": message})
 
 
 class Cluster:
@@ -502,7 +502,9 @@ class Load:
         roll = rng.random()
         model, headers = None, {}
         if roll < 0.15 and active:
-            category, model = "named_active", active
+            # a client that pins a model id carries the key (naming a model that is not active needs it), so a
+            # pointer that moved since its last look does not turn its requests into 403s
+            category, model, headers = "named_active", active, AUTH
         elif roll < 0.30 and others:
             category, model, headers = "named_other", rng.choice(others), AUTH  # the key: any model, not only active
         else:
@@ -511,7 +513,7 @@ class Load:
         phase, paused, flips = self.timeline.where()
         t = now()
         start = time.monotonic()
-        answered = None
+        answered = message = None
         try:
             if rng.random() < 0.5:
                 route = "POST /predict"
@@ -529,11 +531,12 @@ class Load:
             else:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     outcome += f" {r.json()['error']}"
+                    message = str(r.json()["message"])[:200]
         except httpx.HTTPError as exc:
             ok, outcome = False, type(exc).__name__
         paused = paused or self.timeline.where()[2] != flips  # sent before the pause and answered in it, or after
         self.stats.record(phase, paused, category, route, model, outcome, ok, time.monotonic() - start, answered,
-                          t - self.timeline.t0)
+                          t - self.timeline.t0, message)
 
 
 class Operator:
