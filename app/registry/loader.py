@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -28,6 +29,8 @@ from ..device import Device
 from ..errors import NotFound, ServiceError, Unavailable
 
 log = logging.getLogger("seq2seq.registry")
+T = TypeVar("T")
+TRANSIENT_RETRY_S = 0.5
 RECHECK_S = 1.0  # how stale a process's belief that a named model still exists may be
 MODEL_FAILURES = (NotFound, Unavailable, storage.NotFound, storage.IntegrityFailure)  # the model's fault, not the database's
 
@@ -121,7 +124,7 @@ class Loader:
                     del self._failed[stale]
 
     def _load(self, model_id: str) -> LoadedModel:
-        self.store.get(model_id)  # unknown ids stop here, before they take a lock entry
+        _once_more_if_transient(self.store.get, model_id)  # unknown ids stop here, before they take a lock entry
         with self._lock:
             gate = self._loading.setdefault(model_id, threading.Lock())
         with gate:  # a second request for the same model waits here, then finds it loaded
@@ -129,7 +132,7 @@ class Loader:
                 if model_id in self._loaded:
                     return self._loaded[model_id]
             try:
-                ckpt = self._read(model_id)
+                ckpt = _once_more_if_transient(self._read, model_id)
                 model = self._to_device(ckpt.model)
             except BaseException:
                 with self._lock:
@@ -206,3 +209,14 @@ class Loader:
         except Exception as exc:  # a CUDA failure of any kind: serve on the CPU and say so
             self.device.fall_back(str(exc))
             return model.to("cpu")
+
+
+def _once_more_if_transient(read: Callable[[str], T], model_id: str) -> T:
+    """A database restart or failover in progress passes in well under a second: one more try, shortly after."""
+    try:
+        return read(model_id)
+    except Exception as exc:
+        if not storage.transient(exc):
+            raise
+        time.sleep(TRANSIENT_RETRY_S)
+        return read(model_id)

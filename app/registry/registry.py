@@ -25,19 +25,23 @@ from .ids import check_model_id
 from .loader import LoadedModel, Loader
 
 log = logging.getLogger("seq2seq.registry")
+LOADS_WAITING = 32  # distinct named models waiting for a load thread (one future per model)
 
 
 class Registry:
     def __init__(self, store: storage.ModelStore, weights_dir: Path, device: Device, default_model: str,
                  keep_loaded: int = 4, *, model_loads: int = 2, failure_ttl_s: float = 30.0,
-                 retry_s: float = 1.0, retry_max_s: float = 30.0, db_threads: int = 4, db_waiting: int = 64):
+                 retry_s: float = 1.0, retry_max_s: float = 30.0, db_threads: int = 4, db_waiting: int = 64,
+                 load_waiting: int = LOADS_WAITING):
         self.catalogue = Catalogue(store, weights_dir, default_model)
         self.loader = Loader(store, device, keep_loaded, pinned=lambda: self.follower.active_id(),  # never evicted
                              failure_ttl_s=failure_ttl_s, weights_dir=weights_dir)
         self.follower = Follower(self.loader, default_model, retry_s, retry_max_s)
         self.on_forget: list[Callable[[str], None]] = []  # told when a model id goes away
-        self.loads = Lane("model-load", model_loads, 0, f"{model_loads} models are being loaded already "
-                          "(SEQ2SEQ_MODEL_LOADS); try again shortly", retry_after=2)
+        # A few loads wait their turn (a load takes tens of milliseconds): clients cycling through more models than
+        # are kept in memory queue briefly instead of failing; past that, 503 at once.
+        self.loads = Lane("model-load", model_loads, load_waiting, f"{model_loads} models are being loaded and "
+                          f"{load_waiting} more wait (SEQ2SEQ_MODEL_LOADS); try again shortly", retry_after=2)
         self.db = Lane("registry-db", db_threads, db_waiting, "the registry's database is not answering; "
                        "try again shortly", retry_after=5)
         self._pending: dict[str, asyncio.Future[LoadedModel]] = {}  # named models being loaded, one future each

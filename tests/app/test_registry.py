@@ -134,7 +134,8 @@ def test_activation_tries_a_remembered_failure_again(store, weights_copy):
 def test_loads_are_bounded_and_one_per_model(store, weights_copy):
     for name in ("one", "two"):
         register_copy(store, name)
-    registry = Registry(store.models, weights_copy, Device("cpu", torch.device("cpu")), "default", 4, model_loads=1)
+    registry = Registry(store.models, weights_copy, Device("cpu", torch.device("cpu")), "default", 4, model_loads=1,
+                        load_waiting=0)
     registry.sync_shipped()
     registry.load_active()
 
@@ -146,6 +147,24 @@ def test_loads_are_bounded_and_one_per_model(store, weights_copy):
     assert first is same and first.id == "one"  # the second request waited for the first one's load
     assert isinstance(other, Unavailable) and "SEQ2SEQ_MODEL_LOADS" in other.message and other.retry_after
     assert asyncio.run(registry.resolve_async("two")).id == "two"  # a slot is free again
+    registry.close()
+
+
+def test_loads_past_the_threads_wait_their_turn_up_to_a_bound(store, weights_copy):
+    for name in ("one", "two", "three"):
+        register_copy(store, name)
+    registry = Registry(store.models, weights_copy, Device("cpu", torch.device("cpu")), "default", 4, model_loads=1,
+                        load_waiting=1)
+    registry.sync_shipped()
+    registry.load_active()
+
+    async def three_models():
+        return await asyncio.gather(*(registry.resolve_async(m) for m in ("one", "two", "three")),
+                                    return_exceptions=True)
+
+    one, two, three = asyncio.run(three_models())
+    assert (one.id, two.id) == ("one", "two")  # the second waited for the one load thread
+    assert isinstance(three, Unavailable) and "1 more wait" in three.message  # the third found the queue full
     registry.close()
 
 
