@@ -33,8 +33,10 @@ def store(tmp_path):
     opened.close()
 
 
-def make_registry(store: storage.Storage, weights_dir, device: Device | None = None, keep_loaded: int = 4) -> Registry:
-    registry = Registry(store.models, weights_dir, device or Device("cpu", torch.device("cpu")), "default", keep_loaded)
+def make_registry(store: storage.Storage, weights_dir, device: Device | None = None, keep_loaded: int = 4,
+                  **kw) -> Registry:
+    registry = Registry(store.models, weights_dir, device or Device("cpu", torch.device("cpu")), "default", keep_loaded,
+                        **kw)
     registry.sync_shipped()
     registry.load_active()
     return registry
@@ -134,10 +136,7 @@ def test_activation_tries_a_remembered_failure_again(store, weights_copy):
 def test_loads_are_bounded_and_one_per_model(store, weights_copy):
     for name in ("one", "two"):
         register_copy(store, name)
-    registry = Registry(store.models, weights_copy, Device("cpu", torch.device("cpu")), "default", 4, model_loads=1,
-                        load_waiting=0)
-    registry.sync_shipped()
-    registry.load_active()
+    registry = make_registry(store, weights_copy, model_loads=1, load_waiting=0)
 
     async def three_requests():
         return await asyncio.gather(registry.resolve_async("one"), registry.resolve_async("one"),
@@ -153,10 +152,7 @@ def test_loads_are_bounded_and_one_per_model(store, weights_copy):
 def test_loads_past_the_threads_wait_their_turn_up_to_a_bound(store, weights_copy):
     for name in ("one", "two", "three"):
         register_copy(store, name)
-    registry = Registry(store.models, weights_copy, Device("cpu", torch.device("cpu")), "default", 4, model_loads=1,
-                        load_waiting=1)
-    registry.sync_shipped()
-    registry.load_active()
+    registry = make_registry(store, weights_copy, model_loads=1, load_waiting=1)
 
     async def three_models():
         return await asyncio.gather(*(registry.resolve_async(m) for m in ("one", "two", "three")),
