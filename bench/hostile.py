@@ -90,7 +90,9 @@ class Server:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log = data_dir / "server.log"
         env = {**os.environ, "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_PORT": str(self.port), "SEQ2SEQ_DATA_DIR": str(data_dir),
-               "SEQ2SEQ_WEIGHTS_DIR": str(weights_dir), "SEQ2SEQ_API_KEY": "bench-management-key-0123456789abcdef", "SEQ2SEQ_LOG_LEVEL": "warning"}
+               "SEQ2SEQ_WEIGHTS_DIR": str(weights_dir), "SEQ2SEQ_API_KEY": "bench-management-key-0123456789abcdef", "SEQ2SEQ_LOG_LEVEL": "warning",
+               # the flood names its models without the key, as any client may name a public one
+               "SEQ2SEQ_PUBLIC_MODELS": "default,hostile"}
         with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log,
                                          stderr=subprocess.STDOUT)
