@@ -14,7 +14,7 @@
      better (0.38): promoted within 15,000 candidate impressions in at least 80% of rollouts.
    and, without a target, slightly_worse (0.33): how often a 2-point loss is caught before promotion.
 
-  python bench/rollout_stats.py [--runs 100] [--aa-runs 1000] [--look-every 100]
+  python bench/rollout_stats.py [--runs 100] [--more-runs 500] [--look-every 100]
 """
 from __future__ import annotations
 
@@ -124,7 +124,8 @@ def summarise(runs: list[dict], outcome: str, within: int | None = None) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--aa-runs", type=int, default=1000, help="a larger A/A sample for a tighter estimate")
+    parser.add_argument("--more-runs", type=int, default=500,
+                        help="larger samples of the A/A and 5-points-worse cases, for tighter estimates")
     parser.add_argument("--look-every", type=int, default=100)
     args = parser.parse_args()
     config = RolloutConfig()
@@ -137,9 +138,10 @@ def main() -> int:
     worse = summarise(runs["worse"], "rolled_back", 4000)
     same = summarise(runs["same"], "rolled_back")
     better = summarise(runs["better"], "promoted", 15_000)
-    aa_more = [simulate(config, P_CONTROL, 10_000 + seed, args.look_every) for seed in range(args.aa_runs)]
-    same_more = summarise(aa_more, "rolled_back")
-    report["results"] = {"worse": worse, "same": same, f"same_{args.aa_runs}_more_runs": same_more,
+    more = {name: [simulate(config, SCENARIOS[name], 10_000 + seed, args.look_every) for seed in range(args.more_runs)]
+            for name in ("worse", "same")}
+    report["results"] = {"worse": worse, f"worse_{args.more_runs}_more_runs": summarise(more["worse"], "rolled_back", 4000),
+                         "same": same, f"same_{args.more_runs}_more_runs": summarise(more["same"], "rolled_back"),
                          "better": better, "slightly_worse": summarise(runs["slightly_worse"], "rolled_back")}
     report["targets"] = {
         "split_10_plus_minus_1": report["split"]["within_1_point"],

@@ -11,6 +11,9 @@ Order, each look:
 3. Otherwise, once the step has `min_requests` candidate requests, `min_feedback` candidate impressions with
    feedback and `min_seconds`, and the guardrails could be checked: the next step, or at the last running step,
    promotion. A final step of 100% is the promotion itself: at 100% there is no control left to compare with.
+   Promotion also needs the always-valid interval of the difference to clear -`promote_margin`: not being shown
+   worse is enough to take more traffic, but the move of the alias needs evidence that any loss is small. A
+   candidate that cannot show it holds and keeps collecting until it does, or until the test shows it worse.
 4. Otherwise hold, saying what is still missing.
 
 The error guardrail needs evidence, not an unlucky first request: it trips when the candidate has at least
@@ -98,13 +101,14 @@ class Guardrails:
 class RolloutConfig:
     """A rollout's rules. The defaults pass bench/rollout_stats.py's three targets together (see the README)."""
     steps: tuple[float, ...] = (10, 50, 100)  # the candidate's percent at each step
-    min_requests: int = 2000  # candidate requests in a step before it may move on
+    min_requests: int = 3000  # candidate requests in a step before it may move on (3,000 at 10%: 30,000 in all)
     min_seconds: float = 0.0  # and time in the step
     min_feedback: int = 1000  # and candidate impressions with feedback
     metric: str = "acceptance"
     guardrails: Guardrails = field(default_factory=Guardrails)
     alpha: float = 0.05  # the metric test's level: "worse at 95% confidence"
     tau: float = 0.05  # the mixture's scale: the size of difference the test is quickest on (5 points)
+    promote_margin: float | None = 0.03  # promotion needs the difference's interval above -this; None: not needed
 
     def __post_init__(self) -> None:
         steps = tuple(self.steps)
@@ -123,6 +127,8 @@ class RolloutConfig:
             raise InvalidInput("alpha", f"must be within (0, 0.5), not {self.alpha}")
         if not 0 < self.tau <= 1:
             raise InvalidInput("tau", f"must be within (0, 1], not {self.tau}")
+        if self.promote_margin is not None and not 0 <= self.promote_margin <= 1:
+            raise InvalidInput("promote_margin", f"must be within [0, 1], not {self.promote_margin}")
 
     @property
     def running_steps(self) -> int:
@@ -185,12 +191,16 @@ def decide(config: RolloutConfig, history: Sequence[StepStats], step_seconds: fl
     if broken:  # the hold case: both arms above the error threshold
         missing.append(broken[1])
     missing += unchecked
+    last = step + 1 >= config.running_steps
+    if last and config.promote_margin is not None and test.interval.low < -config.promote_margin:
+        missing.append(f"promotion needs the difference's interval above {_pts(-config.promote_margin)} "
+                       f"({_ci(test, config)})")
     figures["missing"] = missing
     if missing:
         return result(Action.HOLD, "waiting: " + "; ".join(missing), step, percent)
     shown = (f"candidate {_pct(_rate(history, 'candidate'))} vs control {_pct(_rate(history, 'control'))} "
              f"({_ci(test, config)}), guardrails hold")
-    if step + 1 >= config.running_steps:
+    if last:
         return result(Action.PROMOTE, f"step {step} ({percent:g}%) complete and not worse: {shown}", step, 100.0)
     return result(Action.STEP_UP, f"step {step} ({percent:g}%) complete and not worse: {shown}",
                   step + 1, config.steps[step + 1])

@@ -121,7 +121,7 @@ def test_the_p99_guardrail_compares_with_the_control_once_both_have_enough_reque
     assert decide(config, [StepStats(arm(9000, p99=100.0), arm(1000, p99=140.0))], 30).action is Action.HOLD
     early = decide(config, [StepStats(arm(900, p99=100.0), arm(100, p99=400.0))], 3)
     assert early.action is Action.HOLD and "p99 needs 200 requests per arm" in early.reason
-    off = RolloutConfig(guardrails=Guardrails(p99_ratio=None))
+    off = RolloutConfig(min_requests=2000, guardrails=Guardrails(p99_ratio=None))
     assert decide(off, [StepStats(arm(18000, p99=100.0), arm(2000, p99=400.0))], 30).action is Action.STEP_UP
 
 
@@ -140,7 +140,7 @@ def test_steps_go_up_when_complete_and_the_last_running_step_promotes():
     assert (done.action, done.percent) == (Action.PROMOTE, 100)
     with pytest.raises(ValueError, match="runs 2"):
         decide(config, [step0, step0, step0], 60)
-    without_100 = RolloutConfig(steps=(5, 20, 60))
+    without_100 = RolloutConfig(steps=(5, 20, 60), min_requests=2000)
     assert decide(without_100, [step0, step0], 0).action is Action.STEP_UP
     assert decide(without_100, [step0, step0, step0], 0).action is Action.PROMOTE
 
@@ -164,3 +164,15 @@ def test_a_bad_configuration_names_its_field(kwargs, field):
         with pytest.raises(InvalidInput) as bad:
             RolloutConfig(**kwargs)
     assert bad.value.field == field
+
+
+def test_promotion_waits_until_the_interval_rules_out_a_loss_larger_than_the_margin():
+    step0 = StepStats(arm(18000), arm(2000))
+    doubtful = [step0, StepStats(arm(2000), arm(2000, accepted=620))]  # 31% against 35% at the last step
+    d = decide(RolloutConfig(min_requests=2000), doubtful, 0)
+    assert d.action is Action.HOLD and not d.figures["test"]["worse"]
+    assert "promotion needs the difference's interval above -3.00 points" in d.reason
+    assert d.figures["test"]["ci"][0] < -0.03
+    assert decide(RolloutConfig(min_requests=2000, promote_margin=None), doubtful, 0).action is Action.PROMOTE
+    assert decide(RolloutConfig(min_requests=2000), [step0, StepStats(arm(2000), arm(2000))], 0).action \
+        is Action.PROMOTE
