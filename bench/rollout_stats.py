@@ -109,15 +109,19 @@ def simulate(config: RolloutConfig, p_candidate: float, seed: int, look_every: i
 
 
 def summarise(runs: list[dict], outcome: str, within: int | None = None) -> dict:
-    hits = [r["candidate_impressions"] for r in runs if r["outcome"] == outcome]
-    out = {"runs": len(runs), outcome: len(hits),
-           "outcomes": {o: sum(r["outcome"] == o for r in runs) for o in ("promoted", "rolled_back", "undecided")}}
-    if hits:
-        q = statistics.quantiles(hits, n=20, method="inclusive") if len(hits) > 1 else [hits[0]] * 19
-        out["candidate_impressions_at_" + outcome] = {"median": statistics.median(hits), "p95": round(q[18]),
-                                                      "max": max(hits)}
+    """The count of `outcome` (and of it within `within` candidate impressions), and for every outcome seen the
+    candidate impressions it took: median, 95th percentile, max."""
+    out: dict = {"runs": len(runs), outcome: sum(r["outcome"] == outcome for r in runs),
+                 "outcomes": {o: sum(r["outcome"] == o for r in runs) for o in ("promoted", "rolled_back", "undecided")}}
+    for o in out["outcomes"]:
+        hits = sorted(r["candidate_impressions"] for r in runs if r["outcome"] == o)
+        if hits:
+            out["candidate_impressions_at_" + o] = {"median": statistics.median(hits),
+                                                    "p95": hits[min(len(hits) - 1, round(0.95 * (len(hits) - 1)))],
+                                                    "max": hits[-1]}
     if within is not None:
-        out[f"{outcome}_within_{within}"] = sum(h <= within for h in hits)
+        out[f"{outcome}_within_{within}"] = sum(r["outcome"] == outcome and r["candidate_impressions"] <= within
+                                                for r in runs)
     return out
 
 
