@@ -150,6 +150,7 @@ class Decision:
     step: int  # the step index after the decision (for step_up, the new one)
     percent: float  # the candidate's share after it (100 once promoted, 0 once rolled back)
     figures: dict[str, Any]  # JSON-ready: each arm, the test, the guardrails, what the step still needs
+    cause: str | None = None  # a roll back's, from a closed set: "error_rate", "p99_ratio", "acceptance"
 
 
 def decide(config: RolloutConfig, history: Sequence[StepStats], step_seconds: float) -> Decision:
@@ -170,17 +171,18 @@ def decide(config: RolloutConfig, history: Sequence[StepStats], step_seconds: fl
     broken, unchecked, guard_figures = _guardrails(now, g)
     figures["guardrails"] = guard_figures
 
-    def result(action: Action, reason: str, new_step: int, new_percent: float) -> Decision:
-        return Decision(action, reason, new_step, new_percent, figures)
+    def result(action: Action, reason: str, new_step: int, new_percent: float, cause: str | None = None) -> Decision:
+        return Decision(action, reason, new_step, new_percent, figures, cause)
 
     if broken and broken[0] != "hold":
-        return result(Action.ROLL_BACK, broken[1], step, 0.0)
+        return result(Action.ROLL_BACK, broken[1], step, 0.0, broken[0])
     if test.worse:
         c, t = test.candidate_impressions, test.control_impressions
         return result(Action.ROLL_BACK,
                       f"acceptance: candidate {_pct(_rate(history, 'candidate'))} over {c} impressions is worse than "
                       f"control {_pct(_rate(history, 'control'))} over {t} (difference {_pts(test.difference)}, "
-                      f"always-valid p = {test.p_worse:.4f} <= {config.alpha}; {_ci(test, config)})", step, 0.0)
+                      f"always-valid p = {test.p_worse:.4f} <= {config.alpha}; {_ci(test, config)})", step, 0.0,
+                      "acceptance")
     missing = []
     if now.candidate.requests < config.min_requests:
         missing.append(f"candidate requests {now.candidate.requests}/{config.min_requests}")

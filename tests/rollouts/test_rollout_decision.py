@@ -85,7 +85,7 @@ def arm(requests=3000, errors=0, impressions=None, accepted=None, p99=20.0) -> A
 
 def test_a_clearly_worse_candidate_is_rolled_back_naming_the_acceptance_figures():
     d = decide(RolloutConfig(), [StepStats(arm(18000), arm(2000, accepted=500))], 60)
-    assert d.action is Action.ROLL_BACK and d.percent == 0
+    assert (d.action, d.percent, d.cause) == (Action.ROLL_BACK, 0, "acceptance")
     assert "acceptance: candidate 25.00% over 2000 impressions is worse than control 35.00% over 18000" in d.reason
     assert d.figures["test"]["worse"] and d.figures["test"]["ci"][1] < 0
     json.dumps(d.figures, allow_nan=False)
@@ -98,7 +98,7 @@ def test_the_error_guardrail_needs_evidence_and_then_names_the_figures():
     all_failing = decide(config, [StepStats(arm(45), arm(5, errors=5))], 1)
     assert all_failing.action is Action.ROLL_BACK
     d = decide(config, [StepStats(arm(9000, errors=2), arm(1000, errors=30))], 30)
-    assert d.action is Action.ROLL_BACK
+    assert (d.action, d.cause) == (Action.ROLL_BACK, "error_rate")
     assert "candidate error rate 3.00% (30 5xx in 1000 requests" in d.reason and "above the guardrail 1.00%" in d.reason
     assert "control 0.02% (2 in 9000)" in d.reason
     healthy = decide(config, [StepStats(arm(9000, errors=18), arm(1000, errors=4))], 30)
@@ -116,7 +116,7 @@ def test_when_both_arms_fail_the_rollout_holds_unless_the_candidate_fails_clearl
 def test_the_p99_guardrail_compares_with_the_control_once_both_have_enough_requests():
     config = RolloutConfig()
     d = decide(config, [StepStats(arm(9000, p99=100.0), arm(1000, p99=400.0))], 30)
-    assert d.action is Action.ROLL_BACK
+    assert (d.action, d.cause) == (Action.ROLL_BACK, "p99_ratio")
     assert "candidate p99 400 ms > 1.5 x control p99 100 ms (= 150 ms; ratio 4.00)" in d.reason
     assert decide(config, [StepStats(arm(9000, p99=100.0), arm(1000, p99=140.0))], 30).action is Action.HOLD
     early = decide(config, [StepStats(arm(900, p99=100.0), arm(100, p99=400.0))], 3)
