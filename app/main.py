@@ -27,7 +27,7 @@ from . import storage
 from .http import errors
 from .http.deps import MANAGEMENT_KEY
 from .http.middleware import ServiceMiddleware
-from .http.routes import health, inference, jobs, models, pages
+from .http.routes import aliases, health, inference, jobs, models, pages
 from .inference.engine import Engine
 from .jobs import JobService, build_runner
 from .metrics import Metrics
@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models,
                             model_loads=settings.model_loads, failure_ttl_s=settings.load_failure_ttl_s,
                             retry_s=settings.active_retry_s, retry_max_s=settings.active_retry_max_s)
-        watcher = store.watch_active(registry.follow, probe_s=settings.listen_probe_s)
+        watcher = store.watch_active(registry.follow, probe_s=settings.listen_probe_s,
+                                     on_aliases=registry.follow_aliases)
         if database_down is None:
             registry.sync_shipped()
             registry.load_active()
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
     # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
-    for router in (inference.router, models.router, jobs.router, health.router, pages.router):
+    for router in (inference.router, models.router, aliases.router, jobs.router, health.router, pages.router):
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)

@@ -1,9 +1,9 @@
 """Who may manage the service: one API key, locked by default.
 
-Inference and the model list are open. Training, activation and deletion need `Authorization: Bearer KEY`, and
-so does naming a model on the inference routes other than the active one and those made public
-(SEQ2SEQ_PUBLIC_MODELS): a trained model reproduces its training data, which /jobs guards, and every other id
-would cost a load.
+Inference and the model list are open. Training, activation, alias moves and deletion need `Authorization: Bearer
+KEY`, and so does naming a model on the inference routes other than production (the active model), an alias made
+public (`"public": true` in its PUT) and the models in SEQ2SEQ_PUBLIC_MODELS: a trained model reproduces its
+training data, which /jobs guards, and every other id would cost a load.
 With no key configured the service makes one at first start and keeps it in DATA_DIR/api-key (mode 0600), so
 a fresh install is never open by accident; opening it takes SEQ2SEQ_AUTH=disabled, said out loud in the log.
 
@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from .errors import Forbidden
+from .storage.aliases import PRODUCTION
 
 log = logging.getLogger("seq2seq.security")
 KEY_FILE = "api-key"
@@ -65,13 +66,15 @@ class ManagedRoutes:
         return pattern is not None and pattern.match(path) is not None
 
 
-def check_open_model(model_id: str, active_id: str | None, public: frozenset[str]) -> None:
-    """A request without the key may name the active model and the public ones; anything else is refused before
-    the registry is asked, so unknown and private ids cost the same nothing. 403, not 404: GET /models lists
-    every id anyway, and the answer says what would let the request through."""
-    if model_id != active_id and model_id not in public:
-        raise Forbidden(f"model: naming the model {model_id[:64]!r} needs the management key (Authorization: Bearer "
-                        "KEY); without it only the active model and those in SEQ2SEQ_PUBLIC_MODELS answer")
+def check_open_model(model_id: str, active_id: str | None, public: frozenset[str], public_alias: bool = False) -> None:
+    """A request without the key may name production, an alias made public (public_alias: the name is one), the
+    active model and the public ones; anything else is refused before the registry is asked, so unknown and
+    private names cost the same nothing. 403, not 404: GET /models and /aliases list them anyway, and the answer
+    says what would let the request through."""
+    if model_id != PRODUCTION and not public_alias and model_id != active_id and model_id not in public:
+        raise Forbidden(f"model: naming {model_id[:64]!r} needs the management key (Authorization: Bearer KEY); "
+                        "without it only production, public aliases, the active model and those in "
+                        "SEQ2SEQ_PUBLIC_MODELS answer")
 
 
 def key_matches(header: bytes | None, key: bytes) -> bool:

@@ -50,9 +50,9 @@ def clip(text: str, limit: int = MAX_MESSAGE) -> str:
 
 
 def error_body(request_id: str | None, status: int, message: str, fields: list[dict] | None = None,
-               total: int = 0) -> dict[str, object]:
+               total: int = 0, extra: dict[str, object] | None = None) -> dict[str, object]:
     body: dict[str, object] = {"error": CODES.get(status, "error"), "message": clip(message, 4 * MAX_MESSAGE),
-                               "request_id": request_id}
+                               "request_id": request_id, **(extra or {})}
     if fields:
         body["fields"] = [{"field": clip(f["field"], 100), "message": clip(f["message"])} for f in fields[:MAX_FIELDS]]
         more = max(total, len(fields)) - MAX_FIELDS
@@ -61,8 +61,9 @@ def error_body(request_id: str | None, status: int, message: str, fields: list[d
     return body
 
 
-def respond(request: Request, status: int, message: str, fields=None, headers=None, total: int = 0) -> JSONResponse:
-    body = error_body(getattr(request.state, "request_id", None), status, message, fields, total)
+def respond(request: Request, status: int, message: str, fields=None, headers=None, total: int = 0,
+            extra: dict[str, object] | None = None) -> JSONResponse:
+    body = error_body(getattr(request.state, "request_id", None), status, message, fields, total, extra)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -126,7 +127,9 @@ def _field_name(loc: tuple) -> str:
 def install(app: FastAPI) -> None:
     async def known_error(request: Request, exc: Exception):
         status, message, fields, headers = explain(exc)
-        return respond(request, status, message, fields, headers)
+        # a lost compare-and-swap says where the alias is now, for a client that retries
+        extra: dict[str, object] | None = {"current_generation": exc.current} if isinstance(exc, storage.StaleGeneration) else None
+        return respond(request, status, message, fields, headers, extra=extra)
 
     for kind, _ in STATUS:
         app.add_exception_handler(kind, known_error)

@@ -17,6 +17,10 @@ from ..registry.catalogue import ModelInfo
 Token = Annotated[int, Field(strict=True, ge=0, lt=MAX_VOCAB)]
 MAX_K = 50  # suggestions per prefix
 MAX_BATCH = 4096  # prefixes in one batch request
+MODEL_FIELD = ("a model id or an alias; production (the active model) when left out. Without the management key "
+               "only production, aliases made public, the active model and SEQ2SEQ_PUBLIC_MODELS")
+ALIAS_FIELD = ("the alias the request came through: production when it named no model, null when it named a model "
+               "id")
 
 
 class PredictRequest(BaseModel):
@@ -26,7 +30,7 @@ class PredictRequest(BaseModel):
     start: Token | None = Field(None, description="a start digit; give this or prefix")
     prefix: list[Token] | None = Field(None, min_length=1, max_length=MAX_SEQ_LENGTH,
                                        description="known tokens; give this or start")
-    model: str | None = Field(None, description="model id; the active model when left out")
+    model: str | None = Field(None, description=MODEL_FIELD)
     attention: StrictBool = Field(False, description="include attention weights (attention models only)")
 
     @model_validator(mode="after")
@@ -51,11 +55,12 @@ class Step(BaseModel):
 
 class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "model": "default", "prefix": [7], "sequence": [7, 2, 8, 4, 3], "score": -0.51, "probability": 0.60,
+        "alias": "production", "model": "default", "prefix": [7], "sequence": [7, 2, 8, 4, 3], "score": -0.51, "probability": 0.60,
         "steps": [{"token": 2, "probability": 0.60}, {"token": 8, "probability": 1.0},
                   {"token": 4, "probability": 1.0}, {"token": 3, "probability": 1.0}]}]})
 
-    model: str
+    alias: str | None = Field(None, description=ALIAS_FIELD + " (not repeated in a batch's items)")
+    model: str = Field(description="the model id that answered")
     prefix: list[int]
     sequence: list[int]
     score: float = Field(description="log-probability of the generated part")
@@ -72,12 +77,13 @@ class Suggestion(BaseModel):
 
 class TopKResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "model": "default", "prefix": [7], "k": 3, "suggestions": [
+        "alias": "production", "model": "default", "prefix": [7], "k": 3, "suggestions": [
             {"sequence": [7, 2, 8, 4, 3], "score": -0.51, "probability": 0.60},
             {"sequence": [7, 6, 5, 2, 8], "score": -1.21, "probability": 0.30},
             {"sequence": [7, 9, 1, 2, 4], "score": -2.30, "probability": 0.10}]}]})
 
-    model: str
+    alias: str | None = Field(None, description=ALIAS_FIELD + " (not repeated in a batch's items)")
+    model: str = Field(description="the model id that answered")
     prefix: list[int]
     k: int
     suggestions: list[Suggestion]
@@ -94,6 +100,8 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
     fields: list[FieldError] | None = None
     more_fields: int | None = Field(None, description="field errors left out of `fields`")
+    current_generation: int | None = Field(None, description="a 409 for a stale expected_generation: the alias's "
+                                                             "current one")
 
 
 class _ManyPrefixes(BaseModel):
@@ -101,7 +109,7 @@ class _ManyPrefixes(BaseModel):
 
     prefixes: list[list[Token]] = Field(min_length=1, max_length=MAX_BATCH,
                                         description=f"1 to {MAX_BATCH} prefixes; the answers come in this order")
-    model: str | None = Field(None, description="model id; the active model when left out")
+    model: str | None = Field(None, description=MODEL_FIELD)
 
     @field_validator("prefixes", mode="before")
     @classmethod
@@ -129,12 +137,14 @@ class TopKBatchRequest(_ManyPrefixes):
 
 
 class PredictBatchResponse(BaseModel):
-    model: str
+    alias: str | None = Field(None, description=ALIAS_FIELD)
+    model: str = Field(description="the model id that answered")
     results: list[PredictResponse] = Field(description="one answer per prefix, in request order")
 
 
 class TopKBatchResponse(BaseModel):
-    model: str
+    alias: str | None = Field(None, description=ALIAS_FIELD)
+    model: str = Field(description="the model id that answered")
     results: list[TopKResponse] = Field(description="one answer per prefix, in request order")
 
 
@@ -176,3 +186,53 @@ class Corpus(BaseModel):
 
 PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                          "description": "Prometheus text exposition format 0.0.4"}}
+
+
+# -- aliases ---------------------------------------------------------------------------------------------
+class AliasPut(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "m-20260101-120000-a1b2c3", "expected_generation": 4, "reason": "better on last week's data"}]})
+
+    model: str = Field(min_length=1, max_length=64, description="the model id the alias is to name")
+    expected_generation: int | None = Field(None, strict=True, ge=0, description=(
+        "move only if the alias is at this generation (0: it does not exist); 409 naming the current one otherwise"))
+    reason: str | None = Field(None, max_length=500, description="why, kept in the alias's history")
+    public: StrictBool | None = Field(None, description=(
+        "whether anyone may name the alias on the inference routes without the key; left out: unchanged (false "
+        "for a new alias). production is always public"))
+
+
+class AliasView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "production", "model": "default", "generation": 3, "public": True,
+        "updated_at": "2026-01-31T12:00:00.000+00:00", "rollout": None}]})
+
+    name: str
+    model: str = Field(description="the model id it names")
+    generation: int = Field(description="grows by one with every move (production: the active pointer's version)")
+    public: bool = Field(description="whether it may be named without the management key")
+    updated_at: str | None = Field(description="when it last moved, ISO 8601 (null: production before any activation)")
+    rollout: str | None = Field(None, description="the running rollout that uses it, if any")
+
+    @classmethod
+    def of(cls, row) -> AliasView:
+        return cls(name=row.name, model=row.model, generation=row.generation, public=row.public,
+                   updated_at=row.updated_at)
+
+
+class AliasMoveView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "at": "2026-01-31T12:00:00.000+00:00", "model": "m-20260101-120000-a1b2c3", "previous": "default",
+        "generation": 3, "reason": "activated: scored 0.91 against 0.88", "actor": "job job-20260101-120000-a1b2c3"}]})
+
+    at: str | None = Field(description="when, ISO 8601 (null: production's generation 0, before any activation)")
+    model: str | None = Field(description="the model it named from then on (null: the alias was deleted)")
+    previous: str | None = Field(description="the model it named before")
+    generation: int
+    reason: str | None
+    actor: str = Field(description="'api', 'job JOB_ID', 'rollout ROLLOUT_ID', 'migration' or 'service'")
+
+    @classmethod
+    def of(cls, move) -> AliasMoveView:
+        return cls(at=move.at, model=move.model, previous=move.previous, generation=move.generation,
+                   reason=move.reason, actor=move.actor)

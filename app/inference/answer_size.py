@@ -46,9 +46,12 @@ def predict_item(config: ModelConfig, model_id: str, prefix_len: int, attention:
     return size
 
 
+ALIAS_BYTES = len('"alias":"",') + 32  # the alias the request came through, at its longest (app.http.routes.inference)
+
+
 def batch(model_id: str, prefix_lengths: Iterable[int], item_bytes) -> int:
-    """A batch answer, `{"model": ..., "results": [...]}`, every item counted (repeats too); item_bytes(length)
-    is the bound for one item of a prefix of that length."""
+    """A batch answer, `{"alias": ..., "model": ..., "results": [...]}`, every item counted (repeats too);
+    item_bytes(length) is the bound for one item of a prefix of that length."""
     lengths = Counter(prefix_lengths)
-    return (len('{"model":,"results":[]}') + len(json.dumps(model_id))
+    return (len('{"model":,"results":[]}') + ALIAS_BYTES + len(json.dumps(model_id))
             + sum(count * (item_bytes(size) + 1) for size, count in lengths.items()))

@@ -2,6 +2,7 @@
 described without loading one, the pointer moved, trained models deleted."""
 from __future__ import annotations
 
+import builtins
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from pydantic import BaseModel, Field
 from model import checkpoint
 
 from .. import storage
+from ..storage.aliases import PRODUCTION
 from .ids import MODEL_ID, check_model_id
 
 log = logging.getLogger("seq2seq.registry")
@@ -30,6 +32,8 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="held-out evaluation at the end of training")
     data: dict[str, Any] = Field(description="what it was trained on")
     history_points: int = Field(description="points on its training curve")
+    aliases: list[str] = Field(default_factory=list, description="the aliases that name it (production: the active "
+                                                                 "model)")
 
 
 def info_of(ckpt: checkpoint.Checkpoint) -> storage.CheckpointInfo:
@@ -39,8 +43,10 @@ def info_of(ckpt: checkpoint.Checkpoint) -> storage.CheckpointInfo:
 
 
 class Catalogue:
-    def __init__(self, store: storage.ModelStore, weights_dir: Path, default_model: str):
+    def __init__(self, store: storage.ModelStore, weights_dir: Path, default_model: str,
+                 aliases: storage.AliasStore | None = None):
         self.store = store
+        self.aliases = aliases or storage.AliasStore(store.engine)
         self.weights_dir = weights_dir
         self.default_model = default_model
         self.broken: dict[str, str] = {}  # shipped files that could not be registered, and why
@@ -72,23 +78,27 @@ class Catalogue:
         return self.pointer()[0] or self.default_model
 
     def list(self) -> list[ModelInfo]:
-        pointer = self.pointer()[0]
-        return [self._describe(row, pointer) for row in self.store.list()]
+        pointer, names = self.pointer()[0], self.aliases.by_model()
+        return [self._describe(row, pointer, names) for row in self.store.list()]
 
     def describe(self, model_id: str) -> ModelInfo:
         row = self.store.get(check_model_id(model_id))
-        return self._describe(row, self.pointer()[0])
+        return self._describe(row, self.pointer()[0], self.aliases.by_model())
 
-    def move_pointer(self, model_id: str) -> int:
-        """Point at the model (a transaction that also checks the row still exists); the new version."""
-        return self.store.activate(check_model_id(model_id))
+    def move_pointer(self, model_id: str, **how) -> int:
+        """Point at the model (a transaction that also checks the row still exists, and records the move with
+        `how`: actor, reason, expected_generation); the new version."""
+        return self.store.activate(check_model_id(model_id), **how)
 
     def delete(self, model_id: str) -> None:
         self.store.delete(check_model_id(model_id))  # refuses shipped and active models in the same transaction
 
-    def _describe(self, row: storage.ModelRow, pointer: str | None) -> ModelInfo:
+    def _describe(self, row: storage.ModelRow, pointer: str | None, names: dict[str, builtins.list[str]]) -> ModelInfo:
         info = row.info
         active = row.active or (pointer is None and row.id == self.default_model)
+        aliases = names.get(row.id, [])
+        if pointer is None and row.id == self.default_model:
+            aliases = [PRODUCTION, *aliases]
         return ModelInfo(id=row.id, created_at=row.created_at, active=active, source=row.source, sha256=row.sha256,
                          name=info.name, hyperparameters=info.hyperparameters, training=info.training,
-                         metrics=info.metrics, data=info.data, history_points=info.history_points)
+                         metrics=info.metrics, data=info.data, history_points=info.history_points, aliases=aliases)

@@ -19,6 +19,7 @@ from .. import storage
 from ..device import Device
 from ..errors import Unavailable
 from ..offload import Lane
+from .aliases import Aliases
 from .catalogue import Catalogue, ModelInfo
 from .follower import Follower
 from .ids import check_model_id
@@ -33,10 +34,12 @@ class Registry:
                  keep_loaded: int = 4, *, model_loads: int = 2, failure_ttl_s: float = 30.0,
                  retry_s: float = 1.0, retry_max_s: float = 30.0, db_threads: int = 4, db_waiting: int = 64,
                  load_waiting: int = LOADS_WAITING):
-        self.catalogue = Catalogue(store, weights_dir, default_model)
+        alias_store = storage.AliasStore(store.engine)
+        self.catalogue = Catalogue(store, weights_dir, default_model, alias_store)
         self.loader = Loader(store, device, keep_loaded, pinned=lambda: self.follower.active_id(),  # never evicted
                              failure_ttl_s=failure_ttl_s, weights_dir=weights_dir)
         self.follower = Follower(self.loader, default_model, retry_s, retry_max_s)
+        self.aliases = Aliases(alias_store, default_model, self.activate)  # production is the follower's pointer
         self.on_forget: list[Callable[[str], None]] = []  # told when a model id goes away
         # A few loads wait their turn (a load takes tens of milliseconds): clients cycling through more models than
         # are kept in memory queue briefly instead of failing; past that, 503 at once.
@@ -73,6 +76,10 @@ class Registry:
     def follow(self, model_id: str | None, version: int) -> None:
         """The watcher's and the job runner's callback when the pointer moves."""
         self.follower.follow(model_id, version)
+
+    def follow_aliases(self, version: int) -> None:
+        """The watcher's callback when the other aliases change."""
+        self.aliases.refresh(version)
 
     def load_active(self) -> None:
         """Serve the pointer's model (or a fallback, saying why), and keep retrying it while it cannot load."""
@@ -152,12 +159,15 @@ class Registry:
             raise
 
     # -- changes ---------------------------------------------------------------------------------------
-    def activate(self, model_id: str) -> ModelInfo:
-        """Load first, then move the pointer: a model that cannot load never becomes active. A failure remembered
-        from a request is tried again: the operator may have mended it."""
+    def activate(self, model_id: str, *, actor: str = "api", reason: str | None = None,
+                 expected_generation: int | None = None) -> ModelInfo:
+        """Load first, then move the pointer (production): a model that cannot load never becomes active. A failure
+        remembered from a request is tried again: the operator may have mended it. expected_generation: the
+        compare-and-swap of PUT /aliases/production (storage.StaleGeneration when it is not current)."""
         loaded = self.loader.load(check_model_id(model_id), fresh=True)
-        version = self.follower.activate(loaded, lambda: self.catalogue.move_pointer(model_id))
-        log.info("model %s activated (version %d)", model_id, version)
+        version = self.follower.activate(loaded, lambda: self.catalogue.move_pointer(
+            model_id, actor=actor, reason=reason, expected_generation=expected_generation))
+        log.info("model %s activated (version %d) by %s", model_id, version, actor)
         return self.describe(model_id)
 
     def delete(self, model_id: str) -> None:

@@ -1,13 +1,15 @@
 """Where the service keeps models, jobs and the active-model pointer: one database, SQLite or PostgreSQL.
 
     storage = open_storage("sqlite:///data/seq2seq.db")     # or postgresql://user:pass@host:5432/db
-    storage.models.register_trained(...); storage.models.activate("m-1")
+    storage.models.register_trained(...); storage.models.activate("m-1")   # production moves; `previous` follows
+    storage.aliases.move("champion", "m-1", expected_generation=0)         # other aliases, compare-and-swap
     job = storage.jobs.claim(owner, host, pid, lease_s=30)   # then every write names job.lease
     watcher = storage.watch_active(on_change).start()
 
 Synchronous throughout (call it via asyncio.to_thread from async code). Imports nothing from the HTTP layer;
 `model/` only when a checkpoint is loaded (checkpoints.py). Modules: engine (URLs, engines, transactions),
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
+aliases (AliasStore: production, which is the active pointer, the other aliases and their history),
 rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, Lease, NewJob, JobOutcome),
 watcher (ActiveWatcher), checkpoints (hash and load from bytes), filesystems (no SQLite on a network
 filesystem), clock, errors.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from .aliases import AliasMove, AliasRow, AliasSnapshot, AliasStore, StaleGeneration
 from .checkpoints import load_checkpoint, sha256_of, verify_checkpoint
 from .engine import Timeouts, default_url, is_postgres, make_engine, normalize_url, sqlite_path
 from .errors import (
@@ -50,10 +53,10 @@ from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "CheckpointInfo", "Conflict", "DowngradeRefused", "ExpiredLeases", "Finished",
+    "ActiveWatcher", "AliasMove", "AliasRow", "AliasSnapshot", "AliasStore", "CheckpointInfo", "Conflict", "DowngradeRefused", "ExpiredLeases", "Finished",
     "IntegrityFailure", "JobOutcome", "JobRow", "JobStore", "Lease", "LeaseLost", "LegacyReport",
     "MigrationLockTimeout", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
-    "QueueFull", "QuotaFull", "SchemaMismatch", "Source", "Storage", "StorageError", "Timeouts",
+    "QueueFull", "QuotaFull", "SchemaMismatch", "Source", "StaleGeneration", "Storage", "StorageError", "Timeouts",
     "UnsupportedLocation", "check_schema", "default_url", "downgrade", "head_revision",
     "import_legacy", "is_postgres", "load_checkpoint", "make_engine", "migrate", "normalize_url", "open_storage",
     "prepare_schema", "sha256_of", "sqlite_path", "transient", "verify_checkpoint",
@@ -67,6 +70,7 @@ class Storage:
         self.engine = engine
         self.models = ModelStore(engine, verify)
         self.jobs = JobStore(engine, verify)
+        self.aliases = AliasStore(engine)
 
     def watch_active(self, callback: Callback, **kwargs) -> ActiveWatcher:
         """A watcher on this engine (not started); see ActiveWatcher for the keyword arguments."""

@@ -374,7 +374,7 @@ class JobStore:
                     gate = f" (the gate: {reason.removeprefix('activated: ')})" if reason else ""
                     reason = f"not activated: {why_not}; the model is kept{gate}"
                 else:
-                    version = activate_in(conn, model_id)
+                    version = activate_in(conn, model_id, actor=f"job {lease.job_id}", reason=reason)
             values = {**recorded, "model_id": model_id, "activated": activate, "activation_reason": reason,
                       "error": None}
             if not self._finish(conn, lease, "succeeded", values):

@@ -1,4 +1,5 @@
 """The model registry: trained checkpoints as bytes in the database, shipped ones as read-only files, one active.
+(The pointers themselves, production and the other aliases, are aliases.py's; they are re-exported here.)
 
 Activation and deletion both lock the active pointer first (PostgreSQL: SELECT ... FOR UPDATE on its one row;
 SQLite: BEGIN IMMEDIATE), so they serialize: the pointer can never name a deleted model, and concurrent
@@ -9,21 +10,19 @@ other processes hear of it only once it is committed (see watcher.py).
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import clock
+from .aliases import RESERVED, activate_in, lock_pointer, referencing
 from .checkpoints import check_sha256, verify_checkpoint
-from .engine import is_postgres, read, write
+from .engine import read, write
 from .errors import Conflict, IntegrityFailure, NotFound
 from .rows import Info, ModelRow, encode_info, model_row
-from .schema import active_model, models
+from .schema import active_model, aliases, models
 
-NOTIFY_CHANNEL = "seq2seq_active"
 Verifier = Callable[[bytes], None]
 
 
@@ -35,32 +34,12 @@ def _described():
                      sa.case((models.c.id == pointer, True), else_=False).label("active"))
 
 
-def lock_pointer(conn: Connection) -> tuple[str | None, int]:
-    """Read the active pointer and hold it until the transaction ends."""
-    row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version)
-                       .where(active_model.c.id == 1).with_for_update()).one()
-    return row.model_id, row.version
-
-
-def activate_in(conn: Connection, model_id: str) -> int:
-    """Point at model_id within the caller's write transaction; returns the new version."""
-    _, version = lock_pointer(conn)
-    if conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first() is None:
-        raise NotFound(f"model {model_id!r} is not registered")
-    version += 1
-    conn.execute(sa.update(active_model).where(active_model.c.id == 1)
-                 .values(model_id=model_id, version=version, changed_at=clock.iso(clock.db_now(conn))))
-    if is_postgres(conn):
-        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, json.dumps({"model_id": model_id,
-                                                                           "version": version}))))
-    return version
-
-
 def insert_trained(conn: Connection, model_id: str, checkpoint: bytes, sha256: str, created_at: str,
                    info: Info) -> None:
     """Insert within the caller's write transaction; the bytes must already be verified."""
     if conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first() is not None:
         raise Conflict(f"model {model_id!r} is already registered")
+    refuse_alias_name(conn, model_id)
     try:
         with conn.begin_nested():  # a concurrent insert of the same id turns into Conflict, not a dead transaction
             conn.execute(sa.insert(models).values(id=model_id, source="trained", path=None, sha256=sha256,
@@ -68,6 +47,13 @@ def insert_trained(conn: Connection, model_id: str, checkpoint: bytes, sha256: s
                                                   checkpoint=checkpoint))
     except sa.exc.IntegrityError as exc:
         raise Conflict(f"model {model_id!r} is already registered") from exc
+
+
+def refuse_alias_name(conn: Connection, model_id: str) -> None:
+    """A model's id is never an alias's name (nor one the service keeps for itself): `model` on the inference
+    routes takes either, so the two must never be ambiguous."""
+    if model_id in RESERVED or conn.execute(sa.select(aliases.c.name).where(aliases.c.name == model_id)).first():
+        raise Conflict(f"model id {model_id!r} is an alias's name; a model never shares an alias's name")
 
 
 def verified(checkpoint: bytes, sha256: str, model_id: str, verify: Verifier | None) -> None:
@@ -157,6 +143,7 @@ class ModelStore:
             if source == "trained":
                 raise Conflict(f"model {model_id!r} is a trained model; a shipped file cannot replace it")
             if source is None:
+                refuse_alias_name(conn, model_id)
                 try:
                     with conn.begin_nested():
                         conn.execute(sa.insert(models).values(id=model_id, source="shipped", checkpoint=None, **values))
@@ -167,10 +154,12 @@ class ModelStore:
                 conn.execute(sa.update(models).where(models.c.id == model_id).values(**values))
         return self.get(model_id)
 
-    def activate(self, model_id: str) -> int:
-        """Make model_id the active model; returns the new version. NotFound if it is not registered."""
+    def activate(self, model_id: str, *, actor: str = "api", reason: str | None = None,
+                 expected_generation: int | None = None) -> int:
+        """Make model_id the active model (move production); returns the new version. NotFound if it is not
+        registered; aliases.StaleGeneration if expected_generation is given and not the current version."""
         with write(self.engine) as conn:
-            return activate_in(conn, model_id)
+            return activate_in(conn, model_id, actor=actor, reason=reason, expected_generation=expected_generation)
 
     def delete(self, model_id: str) -> None:
         """Remove a trained model; Conflict for a shipped or the active model (checked under the pointer's lock)."""
@@ -183,4 +172,7 @@ class ModelStore:
                 raise Conflict(f"model {model_id!r} is shipped with the service and cannot be deleted")
             if model_id == active_id:
                 raise Conflict(f"model {model_id!r} is active; activate another model first")
+            named = referencing(conn, model_id)
+            if named:
+                raise Conflict(f"model {model_id!r} is what alias {named[0]!r} names; move or delete the alias first")
             conn.execute(sa.delete(models).where(models.c.id == model_id))

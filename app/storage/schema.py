@@ -36,7 +36,36 @@ active_model = sa.Table(
     sa.Column("model_id", sa.String(64), sa.ForeignKey("models.id", name="fk_active_model_model")),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("changed_at", sa.Text),
+    # Grows on every change to the aliases table (0003): what other processes poll to follow alias moves.
+    sa.Column("aliases_version", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint("id = 1", name="ck_active_model_single_row"),
+)
+
+# Named, movable pointers to models (0003). `production` is not a row here: it is the active_model pointer above
+# (its generation is the pointer's version). `previous` is a row, moved whenever production moves.
+aliases = sa.Table(
+    "aliases", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("model_id", sa.String(64), sa.ForeignKey("models.id", name="fk_aliases_model"), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", sa.Text, nullable=False),
+)
+sa.Index("ix_aliases_model", aliases.c.model_id)
+
+# Every move of every alias, production included, and every deletion (model_id NULL). No foreign key: the record
+# outlives the models it names. A name's generations grow by one per change, across deletions and re-creations.
+alias_history = sa.Table(
+    "alias_history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(32), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("model_id", sa.String(64)),
+    sa.Column("previous", sa.String(64)),
+    sa.Column("reason", sa.Text),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.UniqueConstraint("name", "generation", name="uq_alias_history_name_generation"),
 )
 
 jobs = sa.Table(

@@ -9,6 +9,10 @@ answering is replaced within seconds. SQLite: a poll of the one-row pointer ever
 0.2 s (an indexed single-row read). Either way the callback runs on the watcher's thread with
 (model_id, version) each time the version differs from the last one seen, and the database is the authority:
 a notification only prompts a read.
+
+The same read carries `aliases_version`, which grows on every change to the other aliases (aliases.py): when it
+differs from the last one seen, `on_aliases(version)` runs on the watcher's thread (the caller then reads the
+aliases), so aliases are followed as promptly as the pointer, at no extra cost per look.
 """
 from __future__ import annotations
 
@@ -23,12 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .aliases import NOTIFY_CHANNEL
 from .engine import make_engine, read
-from .models import NOTIFY_CHANNEL
 from .schema import active_model
 
 log = logging.getLogger("seq2seq.storage.watcher")
 Callback = Callable[[str | None, int], None]
+AliasesCallback = Callable[[int], None]
 SQLITE_POLL_S = 0.2
 POSTGRES_FALLBACK_POLL_S = 5.0
 RECONNECT_S = 0.5
@@ -47,7 +52,8 @@ class ActiveWatcher:
     moved past it by the time the watcher starts, the callback fires at once, so nothing falls in between."""
 
     def __init__(self, engine: Engine | str, callback: Callback, *, since_version: int | None = None,
-                 poll_s: float | None = None, reconnect_s: float = RECONNECT_S, probe_s: float = PROBE_S):
+                 poll_s: float | None = None, reconnect_s: float = RECONNECT_S, probe_s: float = PROBE_S,
+                 on_aliases: AliasesCallback | None = None):
         self._owns_engine = not isinstance(engine, Engine)
         self.engine: Engine = engine if isinstance(engine, Engine) else make_engine(engine)
         self.callback = callback
@@ -56,6 +62,8 @@ class ActiveWatcher:
         self.reconnect_s = reconnect_s
         self.probe_s = probe_s
         self.last: tuple[str | None, int] | None = None
+        self.on_aliases = on_aliases
+        self.aliases_last: int | None = None  # the aliases_version on_aliases last took without failing
         self._since = since_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,11 +74,12 @@ class ActiveWatcher:
 
     def start(self) -> tuple[str | None, int]:
         """Read the pointer now, start watching, and return what was read."""
-        current = self._read_engine()
-        self._seen(*current, fire=self._since is not None and current[1] != self._since)
+        model_id, version, aliases_version = self._read_engine()
+        self._seen(model_id, version, fire=self._since is not None and version != self._since)
+        self._aliases_seen(aliases_version)
         self._thread = threading.Thread(target=self._run, name="active-model-watcher", daemon=True)
         self._thread.start()
-        return current
+        return model_id, version
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -80,11 +89,11 @@ class ActiveWatcher:
             self.engine.dispose()
 
     # -- internals -------------------------------------------------------------------------------------
-    def _read_engine(self) -> tuple[str | None, int]:
+    def _read_engine(self) -> tuple[str | None, int, int]:
         with read(self.engine) as conn:
-            row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version)
+            row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version, active_model.c.aliases_version)
                                .where(active_model.c.id == 1)).one()
-        return row.model_id, row.version
+        return row.model_id, row.version, row.aliases_version
 
     def _seen(self, model_id: str | None, version: int, fire: bool = True) -> None:
         if self.last is not None and self.last[1] == version:
@@ -97,8 +106,20 @@ class ActiveWatcher:
                 return
         self.last = (model_id, version)
 
-    def _check(self) -> None:
-        self._seen(*self._read_engine())
+    def _aliases_seen(self, version: int) -> None:
+        if self.on_aliases is None or self.aliases_last == version:
+            return
+        try:
+            self.on_aliases(version)
+        except Exception:  # tried again at the next look
+            log.exception("aliases callback failed (aliases version %d)", version)
+            return
+        self.aliases_last = version
+
+    def _check(self, found: tuple[str | None, int, int] | None = None) -> None:
+        model_id, version, aliases_version = found if found is not None else self._read_engine()
+        self._seen(model_id, version)
+        self._aliases_seen(aliases_version)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -121,25 +142,26 @@ class ActiveWatcher:
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=5, application_name=APPLICATION_NAME,
                              **KEEPALIVES) as conn:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            self._seen(*self._probe(conn))  # after LISTEN: an activation between the last read and now is not missed
+            self._check(self._probe(conn))  # after LISTEN: an activation between the last read and now is not missed
             next_poll = time.monotonic() + every
             while not self._stop.is_set():
                 notified = any(True for _ in conn.notifies(timeout=0.2))
                 if notified or time.monotonic() >= next_poll:
-                    self._seen(*self._probe(conn))  # the poll and the probe of this connection at once
+                    self._check(self._probe(conn))  # the poll and the probe of this connection at once
                     next_poll = time.monotonic() + every
 
-    def _probe(self, conn) -> tuple[str | None, int]:
+    def _probe(self, conn) -> tuple[str | None, int, int]:
         """Read the pointer over the LISTEN connection itself; past PROBE_TIMEOUT_S its socket is shut, which
         fails the read, and _run opens a new connection."""
         watchdog = threading.Timer(PROBE_TIMEOUT_S, _shut, (conn.fileno(),))
         watchdog.daemon = True
         watchdog.start()
         try:
-            row = conn.execute(f"SELECT model_id, version FROM {active_model.name} WHERE id = 1").fetchone()
+            row = conn.execute(f"SELECT model_id, version, aliases_version FROM {active_model.name} "
+                               "WHERE id = 1").fetchone()
         finally:
             watchdog.cancel()
-        return row[0], row[1]
+        return row[0], row[1], row[2]
 
 
 def _shut(fd: int) -> None:

@@ -58,6 +58,45 @@ def test_an_activation_on_one_instance_is_served_by_the_other(pair):
     poll(lambda: serving(a, "default"), 5)
 
 
+def pinned(srv, name: str) -> str | None:
+    """The model an instance answers with when the request names `name` (an alias)."""
+    with srv.client() as c:
+        return c.post("/predict", json={"start": 7, "model": name}).json().get("model")
+
+
+def test_aliases_move_by_compare_and_swap_from_both_instances_and_each_serves_the_others_moves(pair):
+    a, b = pair
+    with a.client() as ca, b.client() as cb:
+        assert ca.put("/aliases/champion", json={"model": "alt", "expected_generation": 0}).status_code == 200
+        poll(lambda: pinned(b, "champion") == "alt", 5, message="B to serve A's new alias")
+        barrier = threading.Barrier(2)
+        answers: dict[str, httpx.Response] = {}
+
+        def move(client: httpx.Client, target: str) -> None:
+            barrier.wait()
+            answers[target] = client.put("/aliases/champion", json={"model": target, "expected_generation": 1})
+
+        threads = [threading.Thread(target=move, args=args) for args in ((ca, "default"), (cb, "alt"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(r.status_code for r in answers.values()) == [200, 409], {k: r.text for k, r in answers.items()}
+        [winner] = [target for target, r in answers.items() if r.status_code == 200]
+        [loser] = [r for r in answers.values() if r.status_code == 409]
+        assert loser.json()["current_generation"] == 2
+        poll(lambda: pinned(a, "champion") == winner and pinned(b, "champion") == winner, 5)
+        assert [h["generation"] for h in cb.get("/aliases/champion/history").json()] == [2, 1]
+        # production is the active pointer: an activation on B is production's move on A, with previous following
+        assert cb.post("/models/alt/activate").status_code == 200
+        assert ca.put("/aliases/production", json={"model": "default", "expected_generation": 1}).status_code == 200
+        poll(lambda: serving(b, "default"), 5)
+        assert cb.get("/aliases/previous").json()["model"] == "alt"
+        poll(lambda: pinned(b, "previous") == "alt", 5, message="B to follow previous")
+        assert [(h["model"], h["actor"]) for h in cb.get("/aliases/production/history").json()][:2] == [
+            ("default", "api"), ("alt", "api")]
+
+
 def test_a_job_submitted_to_one_is_trained_by_the_other_and_followed_and_cancelled_from_both(pair):
     a, b = pair
     with b.client() as cb, a.client() as ca:
@@ -201,7 +240,7 @@ def test_python_m_app_migrate_runs_the_migrations_alone_once(tmp_path):
     runs = [subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
-    assert "applied=['0001', '0002']" in runs[0].stdout and "applied=[]" in runs[1].stdout
+    assert "applied=['0001', '0002', '0003']" in runs[0].stdout and "applied=[]" in runs[1].stdout
     assert storage.open_storage(f"sqlite:///{tmp_path / 'data' / 'seq2seq.db'}", run_migrations=False).models.list() == []
 
 

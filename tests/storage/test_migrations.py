@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -15,7 +16,7 @@ from app.storage.migrate import current_revision
 from app.storage.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"models", "active_model", "jobs", "storage_meta", "alembic_version"}
+TABLES = {"models", "active_model", "jobs", "storage_meta", "alembic_version", "aliases", "alias_history"}
 
 # Each process imports first, says so, and waits for "go" on stdin: once all are ready they call migrate() together.
 MIGRATOR = """
@@ -37,7 +38,8 @@ def tables(url: str) -> set[str]:
 
 def test_migrate_builds_the_schema_once(db_url):
     first = migrate(db_url)
-    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001", "0002"], None)
+    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001", "0002", "0003"],
+                                                                         None)
     again = migrate(db_url)
     assert (again.before, again.applied) == (head_revision(), [])
     assert tables(db_url) >= TABLES
@@ -62,7 +64,7 @@ def test_concurrent_starts_migrate_exactly_once(db_url):
     assert ready == ["ready\n"] * 3, [err for _, err in outputs]
     assert [p.returncode for p in procs] == [0] * 3, [err for _, err in outputs]
     applied = sorted(json.loads(out) for out, _ in outputs)
-    assert applied == [[], [], ["0001", "0002"]]  # one process migrated; the others found it done
+    assert applied == [[], [], ["0001", "0002", "0003"]]  # one process migrated; the others found it done
     assert tables(db_url) >= TABLES
 
 
@@ -81,7 +83,7 @@ def test_cli_migrates_and_the_package_stays_out_of_the_service(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     result, imported = done.stdout.strip().splitlines()
-    assert json.loads(result)["applied"] == ["0001", "0002"]
+    assert json.loads(result)["applied"] == ["0001", "0002", "0003"]
     assert imported == "[]"  # no HTTP layer, no service module, no torch just to migrate
     assert tables(url) >= TABLES
 
@@ -137,7 +139,7 @@ def test_0002_adds_the_lease_token_and_handbacks_to_existing_jobs_and_goes_back(
                 "max_attempts, lease_owner, lease_expires_at, cancel_requested) VALUES ('j', 1, 'running', '{}', "
                 "'{}', '[]', '2026-01-01T00:00:00.000+00:00', false, 1, 2, 'w', '2026-01-01T00:00:15.000+00:00', "
                 "false)"))
-        assert migrate(db_url).applied == ["0002"]
+        assert migrate(db_url).applied == ["0002", "0003"]
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT id, status, lease_owner, lease_token, handbacks FROM jobs")).all() \
                 == [("j", "running", "w", None, 0)]
@@ -146,5 +148,44 @@ def test_0002_adds_the_lease_token_and_handbacks_to_existing_jobs_and_goes_back(
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT id, status FROM jobs")).all() == [("j", "running")]
         assert "handbacks" not in {c["name"] for c in sa.inspect(engine).get_columns("jobs")}
+    finally:
+        engine.dispose()
+
+
+def test_0003_records_the_active_model_as_productions_first_move_and_keeps_the_history_on_downgrade(db_url):
+    """A database at 0002 whose pointer names a model: 0003 records it as production's first move (actor
+    `migration`), so "what served at T" has an answer; the downgrade is refused once an alias exists or a move
+    was recorded (code at 0002 runs on 0003 anyway), and goes through while there is only the seed."""
+    from alembic.command import downgrade, upgrade
+
+    from app.storage import DowngradeRefused, open_storage
+    from app.storage.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            upgrade(alembic_config(conn), "0002")
+            conn.execute(sa.text("INSERT INTO models (id, source, path, sha256, created_at, info) VALUES ('a', "
+                                 "'shipped', '/w/a.pt', 'x', '2026-01-01T00:00:00.000+00:00', '{}'), ('b', 'shipped', "
+                                 "'/w/b.pt', 'y', '2026-01-01T00:00:00.000+00:00', '{}')"))
+            conn.execute(sa.text("UPDATE active_model SET model_id = 'a', version = 3, "
+                                 "changed_at = '2026-01-02T00:00:00.000+00:00'"))
+        assert migrate(db_url).applied == ["0003"]
+        store = open_storage(db_url, run_migrations=False)
+        try:
+            [seed] = store.aliases.history("production")
+            assert (seed.generation, seed.model, seed.at, seed.actor) == (3, "a", "2026-01-02T00:00:00.000+00:00",
+                                                                         "migration")
+            with engine.begin() as conn:  # only the seed: nothing is lost by going back
+                downgrade(alembic_config(conn), "0002")
+            assert "aliases" not in sa.inspect(engine).get_table_names()
+            assert migrate(db_url).applied == ["0003"]
+            store.models.activate("b")  # production moves; previous names a
+            with pytest.raises(DowngradeRefused, match="1 alias"), engine.begin() as conn:
+                downgrade(alembic_config(conn), "0002")
+            assert [m.model for m in store.aliases.history("production")] == ["b", "a"]
+            assert store.aliases.get("previous").model == "a"
+        finally:
+            store.close()
     finally:
         engine.dispose()

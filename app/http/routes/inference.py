@@ -1,11 +1,15 @@
 """The inference routes: POST /predict, GET /topk and their batch forms, served as lean routes (app.http.lean).
 
-Each endpoint turns the validated request into the engine's call and returns the engine's finished JSON. A
-request that names a model is let through only to the active or a public model, unless it carries the key
+Each endpoint turns the validated request into the engine's call and returns the engine's finished JSON. `model`
+is a model id or an alias (pinning): an alias is resolved here, from the process's followed map (no database),
+and the answer names the alias it came through (`alias`: production when the request named no model, null for
+a bare model id) beside the model id that answered. A request that names something is let through only to
+production, a public alias, the active or a public model, unless it carries the key
 (app.security.check_open_model; the middleware has checked the key already).
 """
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -14,12 +18,14 @@ from starlette.datastructures import QueryParams
 from ...errors import InvalidInput
 from ...inference.engine import Engine
 from ...security import check_open_model
+from ...storage.aliases import PRODUCTION
 from ..lean import LeanRoute
 from ..middleware import KEY_STATE
 from ..params import check_params, parse_int, parse_token, parse_tokens
 from ..schemas import (
     ERRORS,
     MAX_K,
+    MODEL_FIELD,
     PredictBatchRequest,
     PredictBatchResponse,
     PredictRequest,
@@ -36,13 +42,29 @@ def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def _named(request: Request, model_id: str | None) -> str | None:
-    """The model the request names, if it may name it; nothing to check when it names none."""
-    if model_id is not None and not request.scope["state"].get(KEY_STATE):
-        state = request.app.state
+PRODUCTION_HEAD = b'{"alias":"production",'
+NO_ALIAS_HEAD = b'{"alias":null,'
+
+
+def _named(request: Request, name: str | None) -> tuple[str | None, bytes]:
+    """(the model id to serve, None for production's; the answer's opening naming the alias), if the request may
+    name it; nothing to check when it names none."""
+    if name is None or name == PRODUCTION:
+        return None, PRODUCTION_HEAD
+    state = request.app.state
+    alias = state.registry.aliases.target(name)
+    if not request.scope["state"].get(KEY_STATE):
         active = state.registry.active
-        check_open_model(model_id, active.id if active is not None else None, state.settings.public_models)
-    return model_id
+        check_open_model(name, active.id if active is not None else None, state.settings.public_models,
+                         public_alias=alias is not None and alias.public)
+    if alias is None:
+        return name, NO_ALIAS_HEAD
+    return alias.model, b'{"alias":' + json.dumps(name).encode() + b","
+
+
+def _aliased(head: bytes, body: bytes) -> bytes:
+    """The engine's answer (a JSON object) with `alias` first."""
+    return head + body[1:]
 
 
 def _max_answer_bytes(request: Request) -> int:
@@ -52,7 +74,8 @@ def _max_answer_bytes(request: Request) -> int:
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              summary="Continue a sequence from a start digit or a prefix (greedy)")
 async def predict(request: Request, body: PredictRequest) -> bytes:
-    return await _engine(request).predict(_named(request, body.model), body.tokens, body.attention, body.field)
+    model, head = _named(request, body.model)
+    return _aliased(head, await _engine(request).predict(model, body.tokens, body.attention, body.field))
 
 
 TOPK_PARAMS = ("start", "prefix", "k", "model")
@@ -64,12 +87,13 @@ async def topk(request: Request,
                start: Annotated[str | None, Query(description="a start digit; give this or prefix", examples=["7"])] = None,
                prefix: Annotated[str | None, Query(description="comma-separated tokens, e.g. 7,2", examples=["7,2"])] = None,
                k: Annotated[str, Query(description=f"how many suggestions, 1 to {MAX_K}")] = "3",
-               model: Annotated[str | None, Query(description="model id; the active model when left out")] = None,
+               model: Annotated[str | None, Query(description=MODEL_FIELD)] = None,
                ) -> bytes:
     """The parameters above describe the query; it is read strictly from the raw query string (app.http.params)."""
     query = request.query_params
     tokens, field, count = topk_query(query)
-    return await _engine(request).topk(_named(request, query.get("model")), tokens, count, field)
+    model, head = _named(request, query.get("model"))
+    return _aliased(head, await _engine(request).topk(model, tokens, count, field))
 
 
 def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
@@ -88,12 +112,13 @@ def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
 @router.post("/predict/batch", response_model=PredictBatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
 async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
-    return await _engine(request).predict_batch(_named(request, body.model), body.prefixes, body.attention,
-                                                _max_answer_bytes(request))
+    model, head = _named(request, body.model)
+    return _aliased(head, await _engine(request).predict_batch(model, body.prefixes, body.attention,
+                                                               _max_answer_bytes(request)))
 
 
 @router.post("/topk/batch", response_model=TopKBatchResponse, responses=ERRORS,
              summary="The k most likely sequences for many prefixes in one request, in request order")
 async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
-    return await _engine(request).topk_batch(_named(request, body.model), body.prefixes, body.k,
-                                             _max_answer_bytes(request))
+    model, head = _named(request, body.model)
+    return _aliased(head, await _engine(request).topk_batch(model, body.prefixes, body.k, _max_answer_bytes(request)))
