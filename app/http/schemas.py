@@ -13,13 +13,25 @@ from model.limits import MAX_SEQ_LENGTH, MAX_VOCAB
 
 from ..errors import InvalidInput
 from ..registry.catalogue import ModelInfo
+from .sessions import check_session
 
 Token = Annotated[int, Field(strict=True, ge=0, lt=MAX_VOCAB)]
 MAX_K = 50  # suggestions per prefix
 MAX_BATCH = 4096  # prefixes in one batch request
+SESSION = ("a session id, 1 to 64 printable ASCII characters without spaces (or the X-Session-ID header); "
+           "impressions carry it")
 
 
-class PredictRequest(BaseModel):
+class _Session(BaseModel):
+    session: str | None = Field(None, description=SESSION)
+
+    @field_validator("session")
+    @classmethod
+    def _session(cls, value: str | None) -> str | None:
+        return value if value is None else check_session(value)
+
+
+class PredictRequest(_Session):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"start": 7}, {"prefix": [7, 2]},
                                                                                {"prefix": [7, 2], "attention": True, "model": "default"}]})
 
@@ -81,6 +93,9 @@ class TopKResponse(BaseModel):
     prefix: list[int]
     k: int
     suggestions: list[Suggestion]
+    impression: str | None = Field(None, description="an opaque, signed token naming this answer (model, prefix, "
+                                   "k, suggestions, session, time) for POST /feedback; absent when impressions are "
+                                   "off (SEQ2SEQ_IMPRESSIONS=false)")
 
 
 class FieldError(BaseModel):
@@ -96,7 +111,7 @@ class ErrorResponse(BaseModel):
     more_fields: int | None = Field(None, description="field errors left out of `fields`")
 
 
-class _ManyPrefixes(BaseModel):
+class _ManyPrefixes(_Session):
     model_config = ConfigDict(extra="forbid")
 
     prefixes: list[list[Token]] = Field(min_length=1, max_length=MAX_BATCH,

@@ -9,6 +9,7 @@ Synchronous throughout (call it via asyncio.to_thread from async code). Imports 
 `model/` only when a checkpoint is loaded (checkpoints.py). Modules: engine (URLs, engines, transactions),
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
 rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, Lease, NewJob, JobOutcome),
+feedback (FeedbackStore: feedback on impressions, the impressions' key),
 watcher (ActiveWatcher), checkpoints (hash and load from bytes), filesystems (no SQLite on a network
 filesystem), clock, errors.
 From a shell: `python -m app.storage migrate --url URL`.
@@ -34,6 +35,7 @@ from .errors import (
     UnsupportedLocation,
     transient,
 )
+from .feedback import FeedbackEvent, FeedbackRow, FeedbackStore
 from .jobs import ExpiredLeases, Finished, JobOutcome, JobRow, JobStore, Lease, LeaseLost, NewJob, Pointer
 from .legacy import LegacyReport, import_legacy
 from .migrate import (
@@ -50,7 +52,8 @@ from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "CheckpointInfo", "Conflict", "DowngradeRefused", "ExpiredLeases", "Finished",
+    "ActiveWatcher", "CheckpointInfo", "Conflict", "DowngradeRefused", "ExpiredLeases", "FeedbackEvent", "FeedbackRow",
+    "FeedbackStore", "Finished",
     "IntegrityFailure", "JobOutcome", "JobRow", "JobStore", "Lease", "LeaseLost", "LegacyReport",
     "MigrationLockTimeout", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
     "QueueFull", "QuotaFull", "SchemaMismatch", "Source", "Storage", "StorageError", "Timeouts",
@@ -67,6 +70,7 @@ class Storage:
         self.engine = engine
         self.models = ModelStore(engine, verify)
         self.jobs = JobStore(engine, verify)
+        self.feedback = FeedbackStore(engine)
 
     def watch_active(self, callback: Callback, **kwargs) -> ActiveWatcher:
         """A watcher on this engine (not started); see ActiveWatcher for the keyword arguments."""

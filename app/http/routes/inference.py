@@ -2,7 +2,8 @@
 
 Each endpoint turns the validated request into the engine's call and returns the engine's finished JSON. A
 request that names a model is let through only to the active or a public model, unless it carries the key
-(app.security.check_open_model; the middleware has checked the key already).
+(app.security.check_open_model; the middleware has checked the key already). A request may carry a session
+(app.http.sessions); /topk answers carry an impression for it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..params import check_params, parse_int, parse_token, parse_tokens
 from ..schemas import (
     ERRORS,
     MAX_K,
+    SESSION,
     PredictBatchRequest,
     PredictBatchResponse,
     PredictRequest,
@@ -28,6 +30,7 @@ from ..schemas import (
     TopKBatchResponse,
     TopKResponse,
 )
+from ..sessions import check_session, session_of
 
 router = APIRouter(tags=["inference"], route_class=LeanRoute)
 
@@ -52,10 +55,11 @@ def _max_answer_bytes(request: Request) -> int:
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              summary="Continue a sequence from a start digit or a prefix (greedy)")
 async def predict(request: Request, body: PredictRequest) -> bytes:
+    session_of(request, body.session)  # checked; rollouts will route by it
     return await _engine(request).predict(_named(request, body.model), body.tokens, body.attention, body.field)
 
 
-TOPK_PARAMS = ("start", "prefix", "k", "model")
+TOPK_PARAMS = ("start", "prefix", "k", "model", "session")
 
 
 @router.get("/topk", response_model=TopKResponse, responses=ERRORS,
@@ -65,11 +69,14 @@ async def topk(request: Request,
                prefix: Annotated[str | None, Query(description="comma-separated tokens, e.g. 7,2", examples=["7,2"])] = None,
                k: Annotated[str, Query(description=f"how many suggestions, 1 to {MAX_K}")] = "3",
                model: Annotated[str | None, Query(description="model id; the active model when left out")] = None,
+               session: Annotated[str | None, Query(description=SESSION)] = None,
                ) -> bytes:
     """The parameters above describe the query; it is read strictly from the raw query string (app.http.params)."""
     query = request.query_params
     tokens, field, count = topk_query(query)
-    return await _engine(request).topk(_named(request, query.get("model")), tokens, count, field)
+    given = query.get("session")
+    session = session_of(request, None if given is None else check_session(given))
+    return await _engine(request).topk(_named(request, query.get("model")), tokens, count, field, session)
 
 
 def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
@@ -88,6 +95,7 @@ def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
 @router.post("/predict/batch", response_model=PredictBatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
 async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
+    session_of(request, body.session)
     return await _engine(request).predict_batch(_named(request, body.model), body.prefixes, body.attention,
                                                 _max_answer_bytes(request))
 
@@ -96,4 +104,4 @@ async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
              summary="The k most likely sequences for many prefixes in one request, in request order")
 async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
     return await _engine(request).topk_batch(_named(request, body.model), body.prefixes, body.k,
-                                             _max_answer_bytes(request))
+                                             _max_answer_bytes(request), session_of(request, body.session))
