@@ -5,9 +5,15 @@ creates in the database (FeedbackStore.signing_key). It is read once at start; a
 database reads it once the database answers (app.main), and until then mints no impressions and answers feedback
 with 503. Database calls run on a lane of their own (app.offload), so a database that stops answering holds
 neither the event loop nor other lanes' threads.
+
+Events are written by one writer at a time, in groups: what arrives while a transaction runs goes into the next
+one. Each request still waits for the commit that holds its events; under load a transaction carries many
+events instead of many transactions queueing for SQLite's one write lock (whose busy-wait backs off by
+sleeping: four writers measured 120 events/s against a target of 500).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,6 +28,7 @@ from .impressions import Expired, Forged, Impression, Signer
 
 log = logging.getLogger("seq2seq.feedback")
 DATABASE_DOWN = (sa.exc.DBAPIError, OSError)
+MAX_WAITING = 20_000  # events waiting for the writer; past it 503
 NO_KEY = ("impressions cannot be checked yet: this replica has not reached its database since it started; "
           "try again shortly")
 
@@ -33,8 +40,11 @@ class Impressions:
         self.ttl_s = ttl_s
         self._given = key.encode() if key else None
         self.signer: Signer | None = Signer(self._given, ttl_s) if self._given else None
-        self.db = Lane("feedback-db", 4, 256, "the feedback database is not answering; try again shortly",
+        self.db = Lane("feedback-db", 2, 16, "the feedback database is not answering; try again shortly",
                        retry_after=2)
+        self._waiting: list[tuple[Sequence[FeedbackEvent], asyncio.Future[list[bool]]]] = []
+        self._waiting_events = 0
+        self._writer: asyncio.Task | None = None
 
     # -- minting, on the hot path --------------------------------------------------------------------------
     @property
@@ -80,7 +90,35 @@ class Impressions:
 
     async def record(self, events: Sequence[FeedbackEvent]) -> list[bool]:
         """Committed before it returns: per event, True if recorded now, False if its impression had feedback."""
-        return await self.db.run(self.store.record, events)
+        if self._waiting_events + len(events) > MAX_WAITING:
+            raise Unavailable(f"{self._waiting_events} feedback events are waiting to be written; try again shortly",
+                              retry_after=2)
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((events, future))
+        self._waiting_events += len(events)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        """Until nothing waits: everything waiting, in one transaction; each caller gets its events' answers."""
+        try:
+            while self._waiting:
+                group, self._waiting, self._waiting_events = self._waiting, [], 0
+                try:
+                    answers = await self.db.run(self.store.record, [e for events, _ in group for e in events])
+                except Exception as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                at = 0
+                for events, future in group:
+                    if not future.done():  # a caller that left: its events are committed all the same
+                        future.set_result(answers[at:at + len(events)])
+                    at += len(events)
+        finally:
+            self._writer = None
 
     def close(self) -> None:
         self.db.close()
