@@ -24,10 +24,11 @@ from model import decoding
 
 from . import device as devices
 from . import storage
+from .feedback.service import Impressions
 from .http import errors
 from .http.deps import MANAGEMENT_KEY
 from .http.middleware import ServiceMiddleware
-from .http.routes import aliases, health, inference, jobs, models, pages
+from .http.routes import aliases, feedback, health, inference, jobs, models, pages
 from .inference.engine import Engine
 from .jobs import JobService, build_runner
 from .metrics import Metrics
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store = storage.open_storage(settings.db_url, run_migrations=False, timeouts=settings.db_timeouts)
             database_down = exc
             log.error("the database cannot be reached (%s); serving the shipped weights until it can", _why(exc))
+        impressions = Impressions(store.feedback, settings.impressions, settings.impression_key,
+                                  settings.impression_ttl_s)
         device = devices.resolve(settings.device)
         registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models,
                             model_loads=settings.model_loads, failure_ttl_s=settings.load_failure_ttl_s,
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if database_down is None:
             registry.sync_shipped()
             registry.load_active()
+            impressions.load_key()
             watcher.since(registry.active_version)
             watcher.start()
         else:
@@ -93,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decoding.topk(registry.active.model, [[0]], 3)
         engine = Engine(registry, metrics, settings.cache_size, settings.max_batch_size,
                         settings.max_batch_wait_ms / 1000, settings.threads, settings.inference_thread,
-                        settings.decode_budget, settings.inline_budget, settings.decode_timeout_s)
+                        settings.decode_budget, settings.inline_budget, settings.decode_timeout_s, impressions)
         engine.batcher.start()
         service = JobService(store, settings, metrics, None)
         background: list[asyncio.Task] = []
@@ -108,10 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await start_jobs()
         else:
             background.append(asyncio.get_running_loop().create_task(
-                _reach_database(settings, connect, registry, watcher, start_jobs)))
+                _reach_database(settings, connect, registry, watcher, start_jobs, impressions.load_key)))
         app.state.settings, app.state.storage, app.state.registry, app.state.engine = settings, store, registry, engine
         app.state.jobs, app.state.metrics, app.state.device = service, metrics, device
         app.state.event_streams = 0
+        app.state.impressions = impressions
         # Everything loaded so far (torch, the app, the model) lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise stall every request for tens of milliseconds.
         gc.collect()
@@ -124,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.close()
         watcher.stop()
         service.close()
+        impressions.close()
         registry.close()
         store.close()
         log.info("stopped cleanly")
@@ -133,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
     # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
-    for router in (inference.router, models.router, aliases.router, jobs.router, health.router, pages.router):
+    for router in (inference.router, feedback.router, models.router, aliases.router, jobs.router, health.router,
+                   pages.router):
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)
@@ -150,15 +157,18 @@ def _why(exc: BaseException) -> str:
 
 
 async def _reach_database(settings: Settings, connect: Callable[[], storage.Storage], registry: Registry,
-                          watcher: storage.ActiveWatcher, start_jobs: Callable[[], Awaitable[None]]) -> None:
+                          watcher: storage.ActiveWatcher, start_jobs: Callable[[], Awaitable[None]],
+                          load_key: Callable[[], None]) -> None:
     """After a start without the database: try it every SEQ2SEQ_DATABASE_RETRY_S; once it answers, do what a normal
-    start does (migrate or check, register the shipped files, follow the pointer, watch it, run jobs)."""
+    start does (migrate or check, register the shipped files, follow the pointer, read the impressions' key, watch
+    the pointer, run jobs)."""
     while True:
         await asyncio.sleep(settings.database_retry_s)
         try:
             await asyncio.to_thread(lambda: connect().close())
             await asyncio.to_thread(registry.sync_shipped)
             await asyncio.to_thread(registry.load_active)
+            await asyncio.to_thread(load_key)
         except DATABASE_DOWN as exc:
             log.warning("the database still cannot be reached (%s)", _why(exc))
             continue

@@ -116,6 +116,25 @@ class Settings(BaseSettings):
                                     "tries to reach it again")
     listen_probe_s: float = Field(5.0, gt=0, description="PostgreSQL: how often the LISTEN connection is probed; a "
                                   "dead one is noticed within this plus the probe's 2 s timeout")
+    # Impressions and feedback (issue 16)
+    impressions: bool = Field(True, description="every /topk answer (and /topk/batch item) carries a signed "
+                              "impression that POST /feedback refers to; false: answers carry none (feedback on "
+                              "impressions other replicas minted is still taken)")
+    impression_key: str | None = Field(None, description="the key impressions are signed with, at least 32 "
+                                       "characters; unset or empty: one is created in the database once and shared "
+                                       "by every replica")
+    impression_ttl_s: float = Field(86400.0, gt=0, description="feedback on an impression older than this is refused "
+                                    "(422)")
+
+    @field_validator("impression_key", mode="before")
+    @classmethod
+    def _key_or_none(cls, value: object) -> object:
+        if value == "":
+            return None
+        if isinstance(value, str) and len(value) < 32:
+            raise ValueError(f"SEQ2SEQ_IMPRESSION_KEY has {len(value)} characters; use at least 32 "
+                             "(openssl rand -hex 32), or leave it unset to keep the key in the database")
+        return value
 
     @property
     def db_url(self) -> str:

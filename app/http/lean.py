@@ -6,7 +6,8 @@ describes it from the endpoint's signature (body model, query parameters, respon
 exception handlers answer its errors with the one error body (app.http.errors). Its handler reads the body
 and validates it with one pydantic call on the raw bytes (parsed and checked in Rust), then calls the
 endpoint with the typed value. Dependency solving, FastAPI's body reading and response validation are
-skipped: the endpoint returns finished JSON bytes, which the engine builds once and caches.
+skipped: the endpoint returns finished JSON bytes, which the engine builds once and caches (answered 200), or
+(status, bytes) when the status varies (POST /feedback: 202 for a new event, 200 for a repeat).
 
 The body contract, the same for every lean route whatever FastAPI version is installed:
 - a Content-Type other than application/json or application/*+json (parameters allowed) is 415, naming it;
@@ -70,20 +71,23 @@ class LeanRoute(APIRoute):
         self._body_model = _body_model(endpoint)
         self.app = self._serve
 
-    async def _answer(self, request: Request) -> bytes:
+    async def _answer(self, request: Request) -> tuple[int, bytes]:
         if self._body_model is None:
-            return await self.endpoint(request=request)
-        body = parse_body(self._body_model, request.headers.get("content-type"), await request.body())
-        return await self.endpoint(request=request, body=body)
+            answer = await self.endpoint(request=request)
+        else:
+            body = parse_body(self._body_model, request.headers.get("content-type"), await request.body())
+            answer = await self.endpoint(request=request, body=body)
+        return (200, answer) if isinstance(answer, bytes) else answer
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = await self._answer(Request(scope, receive))
-        await send({"type": "http.response.start", "status": 200,
+        status, answer = await self._answer(Request(scope, receive))
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
         await send({"type": "http.response.body", "body": answer})
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         async def handler(request: Request) -> Response:
-            return Response(await self._answer(request), media_type=JSON)
+            status, answer = await self._answer(request)
+            return Response(answer, status_code=status, media_type=JSON)
 
         return handler

@@ -13,6 +13,7 @@ from model.limits import MAX_SEQ_LENGTH, MAX_VOCAB
 
 from ..errors import InvalidInput
 from ..registry.catalogue import ModelInfo
+from .sessions import check_session
 
 Token = Annotated[int, Field(strict=True, ge=0, lt=MAX_VOCAB)]
 MAX_K = 50  # suggestions per prefix
@@ -21,9 +22,20 @@ MODEL_FIELD = ("a model id or an alias; production (the active model) when left 
                "only production, aliases made public, the active model and SEQ2SEQ_PUBLIC_MODELS")
 ALIAS_FIELD = ("the alias the request came through: production when it named no model, null when it named a model "
                "id")
+SESSION = ("a session id, 1 to 64 printable ASCII characters without spaces (or the X-Session-ID header); "
+           "impressions carry it")
 
 
-class PredictRequest(BaseModel):
+class _Session(BaseModel):
+    session: str | None = Field(None, description=SESSION)
+
+    @field_validator("session")
+    @classmethod
+    def _session(cls, value: str | None) -> str | None:
+        return value if value is None else check_session(value)
+
+
+class PredictRequest(_Session):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"start": 7}, {"prefix": [7, 2]},
                                                                                {"prefix": [7, 2], "attention": True, "model": "default"}]})
 
@@ -87,6 +99,9 @@ class TopKResponse(BaseModel):
     prefix: list[int]
     k: int
     suggestions: list[Suggestion]
+    impression: str | None = Field(None, description="an opaque, signed token naming this answer (model, prefix, "
+                                   "k, suggestions, session, time) for POST /feedback; absent when impressions are "
+                                   "off (SEQ2SEQ_IMPRESSIONS=false)")
 
 
 class FieldError(BaseModel):
@@ -104,7 +119,7 @@ class ErrorResponse(BaseModel):
                                                              "current one")
 
 
-class _ManyPrefixes(BaseModel):
+class _ManyPrefixes(_Session):
     model_config = ConfigDict(extra="forbid")
 
     prefixes: list[list[Token]] = Field(min_length=1, max_length=MAX_BATCH,

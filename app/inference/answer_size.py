@@ -4,7 +4,8 @@ batch whose answer would be too large is refused before it costs anything.
 The bounds follow the engine's JSON (compact separators): every token at its widest for the vocabulary,
 every float at the longest repr Python writes for a finite double. Measured on the shipped model (length 5, vocabulary 10): a top-k suggestion is 85-89 bytes (bound 96,
 so the issue's 4,096 x top-50 batch, 18.4 MB, is bounded at 20.3 MB); a /predict item for a 3-token prefix
-220 bytes (bound 248), 357 with attention (bound 419). The bound is what a client may be made to read, so it
+220 bytes (bound 248), 357 with attention (bound 419). A top-k item's impression is counted exactly (its length follows
+from the model id, the prefix, k and the session). The bound is what a client may be made to read, so it
 errs high, by a little.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from functools import lru_cache
 
 from model.config import ModelConfig
 from model.cost import known_tokens
+
+from ..feedback.impressions import encoded_length
 
 FLOAT = len("-1.2345678901234567e-100")  # the longest JSON float for a finite double: 24
 
@@ -31,6 +34,12 @@ def topk_item(config: ModelConfig, model_id: str, prefix_len: int, k: int) -> in
     suggestion = len('{"sequence":[],"score":,"probability":},') + config.seq_length * token + 2 * FLOAT
     return (len('{"model":,"prefix":[],"k":,"suggestions":[]}') + len(json.dumps(model_id)) + prefix_len * token
             + len(str(k)) + k * suggestion)
+
+
+def impression(model_id: str, prefix_len: int, k: int, session_len: int) -> int:
+    """What an impression adds to a top-k item, `,"impression":"TOKEN"`: exact for k suggestions (a token's
+    length follows from what it holds)."""
+    return len(',"impression":""') + encoded_length(model_id, prefix_len, k, session_len)
 
 
 @lru_cache(maxsize=4096)

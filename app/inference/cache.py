@@ -1,5 +1,9 @@
-"""A bounded LRU of finished response bodies. Decoding is deterministic, so a body can be served again as long
+"""A bounded LRU of finished answers. Decoding is deterministic, so a body can be served again as long
 as its model exists; every key names its model, and a removed model's entries are purged.
+
+An answer is its finished JSON body and, for top-k, the facts an impression of it states (app.feedback.impressions):
+both depend only on the key, so both are built once; what differs per request (an impression's time and session)
+is added to the body when it is served, never cached.
 
 Keys are typed: a greedy answer and a top-k answer for the same prefix can never share an entry (a frozen
 dataclass compares its class too, where a tuple (model, prefix, True) would equal (model, prefix, 1)).
@@ -29,6 +33,12 @@ class TopKKey:
 CacheKey = PredictKey | TopKKey
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    body: bytes
+    facts: bytes = b""  # top-k: model, prefix, k and a digest per suggestion, for the impression tokens
+
+
 def _nothing() -> None:
     pass
 
@@ -37,10 +47,10 @@ class ResponseCache:
     def __init__(self, capacity: int, on_hit: Callable[[], None] = _nothing, on_miss: Callable[[], None] = _nothing):
         self.capacity = capacity
         self.on_hit, self.on_miss = on_hit, on_miss  # metrics: counted where the lookup happens
-        self._data: OrderedDict[CacheKey, bytes] = OrderedDict()
+        self._data: OrderedDict[CacheKey, Answer] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: CacheKey) -> bytes | None:
+    def get(self, key: CacheKey) -> Answer | None:
         if self.capacity == 0:
             self.on_miss()
             return None
@@ -51,7 +61,7 @@ class ResponseCache:
         (self.on_miss if value is None else self.on_hit)()
         return value
 
-    def put(self, key: CacheKey, value: bytes) -> None:
+    def put(self, key: CacheKey, value: Answer) -> None:
         if self.capacity == 0:
             return
         with self._lock:

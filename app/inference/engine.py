@@ -5,6 +5,10 @@ Every request's decoding cost is estimated before it runs (model.decoding's cost
 batched on the event loop, which is fastest for this model size; a dear one (a large model, a long top-k)
 runs alone on a worker thread, so the loop keeps answering everyone else, and a request that waits past
 its deadline gets 503 with the reason.
+
+Every top-k answer carries an impression (app.feedback.impressions) when the service mints them: the cache keeps
+the body and the facts the token states, and each request splices its own token (its time, nonce and session)
+into the cached body, so impressions cost one HMAC and no database write.
 """
 from __future__ import annotations
 
@@ -15,22 +19,34 @@ import math
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import Protocol
 
 import torch
 
 from model import decoding
 
 from ..errors import InvalidInput, Unavailable
+from ..feedback import impressions
 from ..metrics import Metrics
 from ..registry import LoadedModel, Registry
 from . import answer_size
 from .batching import Batcher, Work
-from .cache import CacheKey, PredictKey, ResponseCache, TopKKey
+from .cache import Answer, CacheKey, PredictKey, ResponseCache, TopKKey
 
 HEAVY_QUEUE = 16  # dear requests waiting for the worker thread; beyond this, 503 at once
 BATCH_BUDGET_FACTOR = 4  # a batch request may cost this many single requests' budgets
 
 log = logging.getLogger("seq2seq.engine")
+
+
+class Minter(Protocol):
+    """What the engine needs of app.feedback.service.Impressions: a token for an answer, or None (impressions
+    are off, or this replica has no key yet)."""
+
+    def mint(self, facts: bytes, session: str | None) -> bytes | None: ...
+
+    @property
+    def minting(self) -> bool: ...
 
 
 def _dumps(payload: dict) -> bytes:
@@ -72,8 +88,9 @@ def _greedy_work(config, prefix_len: int) -> int:
 class Engine:
     def __init__(self, registry: Registry, metrics: Metrics, cache_size: int, max_batch: int, max_wait_s: float,
                  threads: int = 1, use_thread: bool = False, decode_budget: int = 2_000_000_000,
-                 inline_budget: int = 10_000_000, timeout_s: float = 10.0):
+                 inline_budget: int = 10_000_000, timeout_s: float = 10.0, minter: Minter | None = None):
         self.registry = registry
+        self.minter = minter
         self.metrics = metrics
         self.cache = ResponseCache(cache_size, metrics.cache.labels("hit").inc, metrics.cache.labels("miss").inc)
         registry.on_forget.append(self.cache.forget_model)
@@ -85,28 +102,38 @@ class Engine:
         self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heavy-decode",
                                          initializer=lambda: torch.set_num_threads(threads))
         self._heavy_waiting = 0
-        self._inflight: dict[CacheKey, asyncio.Future[bytes]] = {}  # cache misses being decoded, shared by their twins
+        self._inflight: dict[CacheKey, asyncio.Future[Answer]] = {}  # cache misses being decoded, shared by their twins
 
     async def predict(self, model_id: str | None, prefix: list[int], attention: bool, field: str) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
         check_prefix(field, prefix, loaded)
         key = PredictKey(loaded.id, tuple(prefix), attention and loaded.config.attention)
-        return self.cache.get(key) or await self._answer(key, loaded, _greedy_work(loaded.config, len(prefix)))
+        answer = self.cache.get(key) or await self._answer(key, loaded, _greedy_work(loaded.config, len(prefix)))
+        return answer.body
 
-    async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str) -> bytes:
+    async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str,
+                   session: str | None = None) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
         check_prefix(field, prefix, loaded)
         key = TopKKey(loaded.id, tuple(prefix), k)
-        body = self.cache.get(key)
-        if body is not None:  # priced only on a miss: a hit costs a dictionary lookup
-            return body
-        plan = _topk_plan(loaded.config, len(prefix), k, self.decode_budget)
-        if not plan.within_budget:
-            raise InvalidInput(field, f"top-{k} for this prefix on model {loaded.id!r} costs more than this service "
-                                      "allows; ask for fewer suggestions or a longer prefix")
-        return await self._answer(key, loaded, plan.work)
+        answer = self.cache.get(key)
+        if answer is None:  # priced only on a miss: a hit costs a dictionary lookup
+            plan = _topk_plan(loaded.config, len(prefix), k, self.decode_budget)
+            if not plan.within_budget:
+                raise InvalidInput(field, f"top-{k} for this prefix on model {loaded.id!r} costs more than this "
+                                          "service allows; ask for fewer suggestions or a longer prefix")
+            answer = await self._answer(key, loaded, plan.work)
+        return self._impressed(answer, session)
 
-    async def _answer(self, key: CacheKey, loaded: LoadedModel, work: int) -> bytes:
+    def _impressed(self, answer: Answer, session: str | None) -> bytes:
+        """The body with this request's impression, `{..., "impression": "TOKEN"}`; the cached body as it is when
+        the service mints none."""
+        token = self.minter.mint(answer.facts, session) if self.minter is not None else None
+        if token is None:
+            return answer.body
+        return b"".join((answer.body[:-1], b',"impression":"', token, b'"}'))
+
+    async def _answer(self, key: CacheKey, loaded: LoadedModel, work: int) -> Answer:
         """Decode a cache miss, once however many requests ask for it at the same moment."""
         pending = self._inflight.get(key)
         if pending is not None:
@@ -126,14 +153,14 @@ class Engine:
         finally:
             del self._inflight[key]
 
-    async def _decode(self, key: CacheKey, loaded: LoadedModel, work: int) -> bytes:
+    async def _decode(self, key: CacheKey, loaded: LoadedModel, work: int) -> Answer:
         """Batched on the event loop when cheap, alone on the worker thread when dear."""
         if work <= self.inline_budget:
-            body = await self.batcher.submit((loaded.id, type(key)), (loaded, key))
+            answer = await self.batcher.submit((loaded.id, type(key)), (loaded, key))
         else:
-            body = (await self._decode_alone(loaded, [key]))[key]
-        self.cache.put(key, body)
-        return body
+            answer = (await self._decode_alone(loaded, [key]))[key]
+        self.cache.put(key, answer)
+        return answer
 
     # -- many prefixes in one request ------------------------------------------------------------------
     # An answer lists one item per prefix, repeats included (they are decoded once): its size is bounded before
@@ -152,12 +179,16 @@ class Engine:
         if work > self.decode_budget:
             raise InvalidInput("prefixes", f"greedy decoding of these {len(prefixes)} prefixes on model {loaded.id!r} "
                                            "costs more than this service allows; send fewer")
-        return await self._answer_many(loaded, keys, work)
+        answers = await self._answer_many(loaded, keys, work)
+        return _batch_body(loaded.id, [answer.body for answer in answers])
 
-    async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int, max_answer_bytes: int) -> bytes:
+    async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int, max_answer_bytes: int,
+                         session: str | None = None) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
-        size = answer_size.batch(loaded.id, map(len, prefixes),
-                                 lambda n: answer_size.topk_item(loaded.config, loaded.id, n, k))
+        session_len = len(session) if session else 0
+        minting = self.minter is not None and self.minter.minting
+        size = answer_size.batch(loaded.id, map(len, prefixes), lambda n: answer_size.topk_item(
+            loaded.config, loaded.id, n, k) + (answer_size.impression(loaded.id, n, k, session_len) if minting else 0))
         check_answer_size(size, max_answer_bytes, len(prefixes), f"top-{k}", loaded, f" at k={k}, or ask for a smaller k")
         check_prefixes(prefixes, loaded)
         keys: list[CacheKey] = [TopKKey(loaded.id, tuple(p), k) for p in prefixes]
@@ -171,11 +202,12 @@ class Engine:
         if work > BATCH_BUDGET_FACTOR * self.decode_budget:
             raise InvalidInput("prefixes", f"top-{k} for these {len(prefixes)} prefixes on model {loaded.id!r} costs "
                                            "more than this service allows; send fewer or ask for a smaller k")
-        return await self._answer_many(loaded, keys, work)
+        answers = await self._answer_many(loaded, keys, work)
+        return _batch_body(loaded.id, [self._impressed(answer, session) for answer in answers])
 
-    async def _answer_many(self, loaded: LoadedModel, keys: list[CacheKey], work: int) -> bytes:
-        """Cached answers as they are, the rest decoded together; the body lists them in request order."""
-        bodies = {key: body for key in dict.fromkeys(keys) if (body := self.cache.get(key)) is not None}
+    async def _answer_many(self, loaded: LoadedModel, keys: list[CacheKey], work: int) -> list[Answer]:
+        """Cached answers as they are, the rest decoded together; one answer per key, in request order."""
+        bodies = {key: answer for key in dict.fromkeys(keys) if (answer := self.cache.get(key)) is not None}
         missing = [key for key in dict.fromkeys(keys) if key not in bodies]
         if missing:
             if work <= self.inline_budget:
@@ -185,10 +217,9 @@ class Engine:
             for key, body in fresh.items():
                 self.cache.put(key, body)
             bodies.update(fresh)
-        head = _dumps({"model": loaded.id})[:-1]
-        return head + b',"results":[' + b",".join(bodies[key] for key in keys) + b"]}"
+        return [bodies[key] for key in keys]
 
-    async def _decode_alone(self, loaded: LoadedModel, keys: list[CacheKey]) -> dict[CacheKey, bytes]:
+    async def _decode_alone(self, loaded: LoadedModel, keys: list[CacheKey]) -> dict[CacheKey, Answer]:
         """A dear request, on the worker thread: the event loop stays free, and the wait is bounded."""
         if self._heavy_waiting >= HEAVY_QUEUE:
             raise Unavailable(f"{self._heavy_waiting} costly requests are already waiting; try again shortly",
@@ -209,8 +240,8 @@ class Engine:
         self._heavy.shutdown(wait=True, cancel_futures=True)
 
     # -- on the inference thread -------------------------------------------------------------------
-    def _run_batch(self, batch: list[Work]) -> list[bytes | Exception]:
-        results: list[bytes | Exception] = [RuntimeError("not decoded")] * len(batch)
+    def _run_batch(self, batch: list[Work]) -> list[Answer | Exception]:
+        results: list[Answer | Exception] = [RuntimeError("not decoded")] * len(batch)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, work in enumerate(batch):
             groups[work.group].append(i)
@@ -228,7 +259,11 @@ class Engine:
         return results
 
 
-def _decode(loaded: LoadedModel, keys: list[CacheKey], budget: int) -> dict[CacheKey, bytes]:
+def _batch_body(model_id: str, items: list[bytes]) -> bytes:
+    return _dumps({"model": model_id})[:-1] + b',"results":[' + b",".join(items) + b"]}"
+
+
+def _decode(loaded: LoadedModel, keys: list[CacheKey], budget: int) -> dict[CacheKey, Answer]:
     """Answer bodies for distinct keys of one kind (all PredictKey or all TopKKey), already checked."""
     prefixes = list(dict.fromkeys(key.prefix for key in keys))
     if isinstance(keys[0], PredictKey):
@@ -236,12 +271,12 @@ def _decode(loaded: LoadedModel, keys: list[CacheKey], budget: int) -> dict[Cach
     return _topk(loaded, keys, prefixes, budget)  # type: ignore[arg-type]
 
 
-def _predict(loaded: LoadedModel, keys: list[PredictKey], prefixes: list[tuple[int, ...]]) -> dict[CacheKey, bytes]:
+def _predict(loaded: LoadedModel, keys: list[PredictKey], prefixes: list[tuple[int, ...]]) -> dict[CacheKey, Answer]:
     want_attention = any(key.attention for key in keys)
     found = decoding.greedy_unchecked(loaded.model, [list(p) for p in prefixes], want_attention)
     decoded = dict(zip(prefixes, found))
     L = loaded.config.seq_length
-    bodies: dict[CacheKey, bytes] = {}
+    bodies: dict[CacheKey, Answer] = {}
     for key in keys:
         d = decoded[key.prefix]
         first = decoding.known_tokens(len(key.prefix), L)
@@ -251,18 +286,19 @@ def _predict(loaded: LoadedModel, keys: list[PredictKey], prefixes: list[tuple[i
             "steps": [{"token": t, "probability": p} for t, p in zip(d.sequence[first:], d.token_probs or ())]}
         if key.attention:
             payload["attention"] = d.attention
-        bodies[key] = _dumps(payload)
+        bodies[key] = Answer(_dumps(payload))
     return bodies
 
 
 def _topk(loaded: LoadedModel, keys: list[TopKKey], prefixes: list[tuple[int, ...]],
-          budget: int) -> dict[CacheKey, bytes]:
+          budget: int) -> dict[CacheKey, Answer]:
     k_max = max(key.k for key in keys)
     found = decoding.topk_unchecked(loaded.model, [list(p) for p in prefixes], k_max, budget=budget)
     by_prefix = dict(zip(prefixes, found))
-    bodies: dict[CacheKey, bytes] = {}
+    bodies: dict[CacheKey, Answer] = {}
     for key in keys:
-        suggestions = [{"sequence": c.sequence, "score": c.score, "probability": math.exp(c.score)}
-                       for c in by_prefix[key.prefix][: key.k]]
-        bodies[key] = _dumps({"model": loaded.id, "prefix": list(key.prefix), "k": key.k, "suggestions": suggestions})
+        chosen = by_prefix[key.prefix][: key.k]
+        suggestions = [{"sequence": c.sequence, "score": c.score, "probability": math.exp(c.score)} for c in chosen]
+        body = _dumps({"model": loaded.id, "prefix": list(key.prefix), "k": key.k, "suggestions": suggestions})
+        bodies[key] = Answer(body, impressions.facts(loaded.id, key.prefix, key.k, [c.sequence for c in chosen]))
     return bodies

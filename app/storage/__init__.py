@@ -11,6 +11,7 @@ Synchronous throughout (call it via asyncio.to_thread from async code). Imports 
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
 aliases (AliasStore: production, which is the active pointer, the other aliases and their history),
 rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, Lease, NewJob, JobOutcome),
+feedback (FeedbackStore: feedback on impressions, the impressions' key),
 watcher (ActiveWatcher), checkpoints (hash and load from bytes), filesystems (no SQLite on a network
 filesystem), clock, errors.
 From a shell: `python -m app.storage migrate --url URL`.
@@ -37,6 +38,7 @@ from .errors import (
     UnsupportedLocation,
     transient,
 )
+from .feedback import FeedbackEvent, FeedbackRow, FeedbackStore
 from .jobs import ExpiredLeases, Finished, JobOutcome, JobRow, JobStore, Lease, LeaseLost, NewJob, Pointer
 from .legacy import LegacyReport, import_legacy
 from .migrate import (
@@ -53,7 +55,8 @@ from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "AliasMove", "AliasRow", "AliasSnapshot", "AliasStore", "CheckpointInfo", "Conflict", "DowngradeRefused", "ExpiredLeases", "Finished",
+    "ActiveWatcher", "AliasMove", "AliasRow", "AliasSnapshot", "AliasStore", "CheckpointInfo", "Conflict",
+    "DowngradeRefused", "ExpiredLeases", "FeedbackEvent", "FeedbackRow", "FeedbackStore", "Finished",
     "IntegrityFailure", "JobOutcome", "JobRow", "JobStore", "Lease", "LeaseLost", "LegacyReport",
     "MigrationLockTimeout", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
     "QueueFull", "QuotaFull", "SchemaMismatch", "Source", "StaleGeneration", "Storage", "StorageError", "Timeouts",
@@ -71,6 +74,7 @@ class Storage:
         self.models = ModelStore(engine, verify)
         self.jobs = JobStore(engine, verify)
         self.aliases = AliasStore(engine)
+        self.feedback = FeedbackStore(engine)
 
     def watch_active(self, callback: Callback, **kwargs) -> ActiveWatcher:
         """A watcher on this engine (not started); see ActiveWatcher for the keyword arguments."""

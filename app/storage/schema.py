@@ -104,3 +104,26 @@ meta = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+# One row per impression that got feedback (app/feedback): what was shown (model, prefix, k, how many
+# suggestions, session, when) and what the user did (the suggestion accepted and its rank, what they typed and
+# its rank among the suggestions). impression_id (the token's MAC) is unique: a repeat adds nothing. No foreign
+# key to models: feedback outlives a deleted model.
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("impression_id", sa.String(64), nullable=False),
+    sa.Column("model_id", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.Text, nullable=False),    # JSON list of tokens
+    sa.Column("k", sa.Integer, nullable=False),
+    sa.Column("suggestions", sa.Integer, nullable=False),  # how many were shown (at most k)
+    sa.Column("session", sa.String(64)),
+    sa.Column("accepted", sa.Text),                  # JSON list, or NULL when none was taken
+    sa.Column("accepted_rank", sa.Integer),          # 1 for the best suggestion
+    sa.Column("typed", sa.Text),                     # JSON list, or NULL when not known
+    sa.Column("typed_rank", sa.Integer),             # where `typed` was among the suggestions, NULL if not
+    sa.Column("impression_at", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Text, nullable=False),
+    sa.UniqueConstraint("impression_id", name="uq_feedback_impression"),
+)
+sa.Index("ix_feedback_model_received", feedback.c.model_id, feedback.c.received_at)

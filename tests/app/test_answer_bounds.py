@@ -43,14 +43,21 @@ def _largest_accepted(item_bytes, limit: int) -> int:
     return n
 
 
-@pytest.mark.parametrize("k", [1, 7, 50])
-def test_topk_batch_just_under_the_bound_works_and_one_more_repeat_is_refused(make_client, k):
+def _topk_item(size: int, k: int, session: str = "") -> int:
+    """One top-k item's bound with its impression (on by default), whose length follows from the session's."""
+    return answer_size.topk_item(CONFIG, "default", size, k) + answer_size.impression("default", size, k, len(session))
+
+
+@pytest.mark.parametrize("k,session", [(1, ""), (7, ""), (50, ""), (7, "s" * 64)])
+def test_topk_batch_just_under_the_bound_works_and_one_more_repeat_is_refused(make_client, k, session):
     c = make_client(max_batch_answer_bytes=LIMIT)
-    n = _largest_accepted(lambda size: answer_size.topk_item(CONFIG, "default", size, k), LIMIT)
-    ok = c.post("/topk/batch", json={"prefixes": [[7]] * n, "k": k})
+    n = _largest_accepted(lambda size: _topk_item(size, k, session), LIMIT)
+    extra = {"session": session} if session else {}
+    ok = c.post("/topk/batch", json={"prefixes": [[7]] * n, "k": k, **extra})
     assert ok.status_code == 200, ok.text[:300]
     assert len(ok.json()["results"]) == n and len(ok.content) <= LIMIT
-    refused = c.post("/topk/batch", json={"prefixes": [[7]] * (n + 1), "k": k})  # repeats are priced as answered
+    assert all("impression" in item for item in ok.json()["results"])
+    refused = c.post("/topk/batch", json={"prefixes": [[7]] * (n + 1), "k": k, **extra})  # repeats priced as answered
     assert refused.status_code == 422 and refused.json()["fields"][0]["field"] == "prefixes"
     assert f"{LIMIT:,}" in refused.json()["message"] and f"k={k}" in refused.json()["message"]
 
@@ -74,10 +81,13 @@ def test_the_bound_holds_every_real_answer_and_errs_high_by_little(client):
     for k in (1, 5, 50):
         for item in client.post("/topk/batch", json={"prefixes": prefixes, "k": k}).json()["results"]:
             real = len(json.dumps(item, separators=(",", ":"))) + 1
-            bound = answer_size.topk_item(CONFIG, "default", len(item["prefix"]), k)
+            bound = _topk_item(len(item["prefix"]), k)
             assert real <= bound
             if len(item["suggestions"]) == k:  # short prefixes have all k; the bound then is within 25%
                 assert bound <= 1.25 * real
+                # and the impression's share is exact
+                assert len(f',"impression":"{item["impression"]}"') == answer_size.impression(
+                    "default", len(item["prefix"]), k, 0)
     for attention in (False, True):
         for item in client.post("/predict/batch", json={"prefixes": prefixes, "attention": attention}).json()["results"]:
             real = len(json.dumps(item, separators=(",", ":")))

@@ -75,6 +75,6 @@ def test_openapi_describes_the_lean_routes_fully(client):
     assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictResponse")
     assert {"415", "422"} <= set(predict["responses"])
     topk = spec["paths"]["/topk"]["get"]
-    assert {p["name"] for p in topk["parameters"]} == {"start", "prefix", "k", "model"}
+    assert {p["name"] for p in topk["parameters"]} == {"start", "prefix", "k", "model", "session"}
     batch = spec["paths"]["/topk/batch"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert batch["$ref"].endswith("/TopKBatchResponse")

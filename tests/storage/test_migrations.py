@@ -16,7 +16,10 @@ from app.storage.migrate import current_revision
 from app.storage.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"models", "active_model", "jobs", "storage_meta", "alembic_version", "aliases", "alias_history"}
+TABLES = {"models", "active_model", "jobs", "storage_meta", "alembic_version", "aliases", "alias_history", "feedback"}
+
+
+TABLES = {"models", "active_model", "jobs", "storage_meta", "feedback", "alembic_version"}
 
 # Each process imports first, says so, and waits for "go" on stdin: once all are ready they call migrate() together.
 MIGRATOR = """
@@ -38,7 +41,7 @@ def tables(url: str) -> set[str]:
 
 def test_migrate_builds_the_schema_once(db_url):
     first = migrate(db_url)
-    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001", "0002", "0003"],
+    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001", "0002", "0003", "0004"],
                                                                          None)
     again = migrate(db_url)
     assert (again.before, again.applied) == (head_revision(), [])
@@ -64,7 +67,7 @@ def test_concurrent_starts_migrate_exactly_once(db_url):
     assert ready == ["ready\n"] * 3, [err for _, err in outputs]
     assert [p.returncode for p in procs] == [0] * 3, [err for _, err in outputs]
     applied = sorted(json.loads(out) for out, _ in outputs)
-    assert applied == [[], [], ["0001", "0002", "0003"]]  # one process migrated; the others found it done
+    assert applied == [[], [], ["0001", "0002", "0003", "0004"]]  # one process migrated; the others found it done
     assert tables(db_url) >= TABLES
 
 
@@ -83,7 +86,7 @@ def test_cli_migrates_and_the_package_stays_out_of_the_service(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     result, imported = done.stdout.strip().splitlines()
-    assert json.loads(result)["applied"] == ["0001", "0002", "0003"]
+    assert json.loads(result)["applied"] == ["0001", "0002", "0003", "0004"]
     assert imported == "[]"  # no HTTP layer, no service module, no torch just to migrate
     assert tables(url) >= TABLES
 
@@ -139,7 +142,7 @@ def test_0002_adds_the_lease_token_and_handbacks_to_existing_jobs_and_goes_back(
                 "max_attempts, lease_owner, lease_expires_at, cancel_requested) VALUES ('j', 1, 'running', '{}', "
                 "'{}', '[]', '2026-01-01T00:00:00.000+00:00', false, 1, 2, 'w', '2026-01-01T00:00:15.000+00:00', "
                 "false)"))
-        assert migrate(db_url).applied == ["0002", "0003"]
+        assert migrate(db_url).applied == ["0002", "0003", "0004"]
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT id, status, lease_owner, lease_token, handbacks FROM jobs")).all() \
                 == [("j", "running", "w", None, 0)]
@@ -170,7 +173,7 @@ def test_0003_records_the_active_model_as_productions_first_move_and_keeps_the_h
                                  "'/w/b.pt', 'y', '2026-01-01T00:00:00.000+00:00', '{}')"))
             conn.execute(sa.text("UPDATE active_model SET model_id = 'a', version = 3, "
                                  "changed_at = '2026-01-02T00:00:00.000+00:00'"))
-        assert migrate(db_url).applied == ["0003"]
+        assert migrate(db_url).applied == ["0003", "0004"]
         store = open_storage(db_url, run_migrations=False)
         try:
             [seed] = store.aliases.history("production")
@@ -179,7 +182,7 @@ def test_0003_records_the_active_model_as_productions_first_move_and_keeps_the_h
             with engine.begin() as conn:  # only the seed: nothing is lost by going back
                 downgrade(alembic_config(conn), "0002")
             assert "aliases" not in sa.inspect(engine).get_table_names()
-            assert migrate(db_url).applied == ["0003"]
+            assert migrate(db_url).applied == ["0003", "0004"]
             store.models.activate("b")  # production moves; previous names a
             with pytest.raises(DowngradeRefused, match="1 alias"), engine.begin() as conn:
                 downgrade(alembic_config(conn), "0002")
@@ -187,5 +190,36 @@ def test_0003_records_the_active_model_as_productions_first_move_and_keeps_the_h
             assert store.aliases.get("previous").model == "a"
         finally:
             store.close()
+    finally:
+        engine.dispose()
+
+
+def test_0004_adds_the_feedback_table_and_refuses_to_drop_recorded_feedback(db_url):
+    """0004 only adds a table (code at 0002 and 0003 runs on it); going back drops it while empty, and refuses while it holds
+    users' feedback, which lives nowhere else."""
+    from alembic.command import downgrade
+
+    from app.storage import DowngradeRefused
+    from app.storage.migrate import alembic_config
+
+    assert migrate(db_url).applied[-1] == "0004"
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            downgrade(alembic_config(conn), "0003")
+        assert "feedback" not in tables(db_url)
+        assert migrate(db_url).applied == ["0004"]
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO feedback (impression_id, model_id, prefix, k, suggestions, impression_at, received_at) "
+                "VALUES ('i', 'default', '[7]', 3, 3, '2026-01-01T00:00:00.000+00:00', "
+                "'2026-01-01T00:00:01.000+00:00')"))
+        try:
+            with engine.begin() as conn:
+                downgrade(alembic_config(conn), "0003")
+            raise AssertionError("the downgrade dropped recorded feedback")
+        except DowngradeRefused as refused:
+            assert "1 feedback event" in str(refused)
+        assert current_revision(engine) == "0004" and "feedback" in tables(db_url)
     finally:
         engine.dispose()

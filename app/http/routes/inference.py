@@ -5,7 +5,8 @@ is a model id or an alias (pinning): an alias is resolved here, from the process
 and the answer names the alias it came through (`alias`: production when the request named no model, null for
 a bare model id) beside the model id that answered. A request that names something is let through only to
 production, a public alias, the active or a public model, unless it carries the key
-(app.security.check_open_model; the middleware has checked the key already).
+(app.security.check_open_model; the middleware has checked the key already). A request may carry a session
+(app.http.sessions); /topk answers carry an impression for it.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ..schemas import (
     ERRORS,
     MAX_K,
     MODEL_FIELD,
+    SESSION,
     PredictBatchRequest,
     PredictBatchResponse,
     PredictRequest,
@@ -34,6 +36,7 @@ from ..schemas import (
     TopKBatchResponse,
     TopKResponse,
 )
+from ..sessions import check_session, session_of
 
 router = APIRouter(tags=["inference"], route_class=LeanRoute)
 
@@ -74,11 +77,12 @@ def _max_answer_bytes(request: Request) -> int:
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              summary="Continue a sequence from a start digit or a prefix (greedy)")
 async def predict(request: Request, body: PredictRequest) -> bytes:
+    session_of(request, body.session)  # checked; rollouts will route by it
     model, head = _named(request, body.model)
     return _aliased(head, await _engine(request).predict(model, body.tokens, body.attention, body.field))
 
 
-TOPK_PARAMS = ("start", "prefix", "k", "model")
+TOPK_PARAMS = ("start", "prefix", "k", "model", "session")
 
 
 @router.get("/topk", response_model=TopKResponse, responses=ERRORS,
@@ -88,12 +92,15 @@ async def topk(request: Request,
                prefix: Annotated[str | None, Query(description="comma-separated tokens, e.g. 7,2", examples=["7,2"])] = None,
                k: Annotated[str, Query(description=f"how many suggestions, 1 to {MAX_K}")] = "3",
                model: Annotated[str | None, Query(description=MODEL_FIELD)] = None,
+               session: Annotated[str | None, Query(description=SESSION)] = None,
                ) -> bytes:
     """The parameters above describe the query; it is read strictly from the raw query string (app.http.params)."""
     query = request.query_params
     tokens, field, count = topk_query(query)
+    given = query.get("session")
+    session = session_of(request, None if given is None else check_session(given))
     model, head = _named(request, query.get("model"))
-    return _aliased(head, await _engine(request).topk(model, tokens, count, field))
+    return _aliased(head, await _engine(request).topk(model, tokens, count, field, session))
 
 
 def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
@@ -112,6 +119,7 @@ def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
 @router.post("/predict/batch", response_model=PredictBatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
 async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
+    session_of(request, body.session)
     model, head = _named(request, body.model)
     return _aliased(head, await _engine(request).predict_batch(model, body.prefixes, body.attention,
                                                                _max_answer_bytes(request)))
@@ -121,4 +129,5 @@ async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
              summary="The k most likely sequences for many prefixes in one request, in request order")
 async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
     model, head = _named(request, body.model)
-    return _aliased(head, await _engine(request).topk_batch(model, body.prefixes, body.k, _max_answer_bytes(request)))
+    return _aliased(head, await _engine(request).topk_batch(model, body.prefixes, body.k, _max_answer_bytes(request),
+                                                            session_of(request, body.session)))

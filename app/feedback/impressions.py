@@ -1,0 +1,140 @@
+"""Impressions: a signed, self-describing token in every top-k answer, so the service can later tell which
+model suggested what, for which prefix and session, without writing anything while it answers.
+
+A token is base64url (unpadded) of a small binary payload and a MAC:
+
+    version (1) | issued, Unix seconds (4) | nonce (8) | session length (1) | session
+    | facts: model length (1) | model | k (1) | prefix length (1) | prefix (2 bytes a token)
+             | suggestions (1) | an 8-byte digest per suggestion, best first
+    | HMAC-SHA256 of all the above, cut to 16 bytes
+
+The facts depend only on the cached answer, so they are built once when the answer is decoded and kept beside
+it; a request adds the time, a nonce (two users who ask the same thing in the same second get two
+impressions) and its session, then one HMAC on a precomputed key. A digest per suggestion lets feedback check
+that `accepted` was among them and find its rank, with k short digests rather than k sequences. The id of an
+impression, its unique key in the feedback table, is its MAC in hex.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import random
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+VERSION = 1
+MAC_BYTES = 16
+DIGEST_BYTES = 8
+NONCE_BYTES = 8
+_HEAD = struct.Struct(">BIQ")  # version, issued, nonce
+_TOKENS = {n: struct.Struct(f">{n}H") for n in range(0, 256)}
+
+
+def _tokens(tokens: Sequence[int]) -> bytes:
+    return _TOKENS[len(tokens)].pack(*tokens)
+
+
+def suggestion_digest(sequence: Sequence[int]) -> bytes:
+    """What a token keeps of one suggestion: enough to recognise it again, not to rebuild it."""
+    return hashlib.blake2b(_tokens(sequence), digest_size=DIGEST_BYTES).digest()
+
+
+def facts(model_id: str, prefix: Sequence[int], k: int, suggestions: Sequence[Sequence[int]]) -> bytes:
+    """The part of a token that depends only on the answer: built once per decoded answer and cached with it."""
+    model = model_id.encode()
+    return (bytes((len(model),)) + model + bytes((k, len(prefix))) + _tokens(prefix)
+            + bytes((len(suggestions),)) + b"".join(suggestion_digest(s) for s in suggestions))
+
+
+def encoded_length(model_id: str, prefix_len: int, suggestions: int, session_len: int) -> int:
+    """The exact length of a token's text (base64 without padding), for the answer-size bound."""
+    raw = (_HEAD.size + 1 + session_len + 1 + len(model_id.encode()) + 2 + 2 * prefix_len + 1
+           + DIGEST_BYTES * suggestions + MAC_BYTES)
+    return (4 * raw + 2) // 3
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """A verified token's content."""
+
+    id: str  # the MAC in hex: unique per impression
+    issued: int  # Unix seconds
+    session: str | None
+    model: str
+    k: int
+    prefix: tuple[int, ...]
+    digests: tuple[bytes, ...]  # one per suggestion, best first
+
+    def rank_of(self, sequence: Sequence[int]) -> int | None:
+        """1 for the best suggestion; None when the sequence was not among them."""
+        digest = suggestion_digest(sequence)
+        return self.digests.index(digest) + 1 if digest in self.digests else None
+
+
+class Forged(ValueError):
+    """Not a token this service signed, or one altered since."""
+
+
+class Expired(ValueError):
+    pass
+
+
+class Signer:
+    """Mints and verifies tokens with one key (shared by every replica: see app.feedback.service)."""
+
+    def __init__(self, key: bytes, ttl_s: float):
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)  # copied per token: the key's pads are computed once
+        self.ttl_s = ttl_s
+
+    def mint(self, facts: bytes, session: bytes | None, now: float | None = None) -> bytes:
+        """The token's ASCII bytes, ready to splice into a JSON answer."""
+        session = session or b""
+        payload = (_HEAD.pack(VERSION, int(time.time() if now is None else now), random.getrandbits(64))
+                   + bytes((len(session),)) + session + facts)
+        mac = self._mac.copy()
+        mac.update(payload)
+        return base64.urlsafe_b64encode(payload + mac.digest()[:MAC_BYTES]).rstrip(b"=")
+
+    def verify(self, token: str, now: float | None = None) -> Impression:
+        """The impression a token describes; Forged or Expired otherwise."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raise Forged("not an impression this service issued") from None
+        payload, given = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+        mac = self._mac.copy()
+        mac.update(payload)
+        if len(raw) <= _HEAD.size + MAC_BYTES or not hmac.compare_digest(mac.digest()[:MAC_BYTES], given):
+            raise Forged("not an impression this service issued, or altered since")
+        impression = _parse(payload, given.hex())  # signed by us: well formed unless the format changed
+        if (time.time() if now is None else now) > impression.issued + self.ttl_s:
+            raise Expired(f"issued more than {self.ttl_s:g} s ago (SEQ2SEQ_IMPRESSION_TTL_S)")
+        return impression
+
+
+def _parse(payload: bytes, mac_hex: str) -> Impression:
+    try:
+        version, issued, _ = _HEAD.unpack_from(payload)
+        if version != VERSION:
+            raise Forged(f"an impression of format {version}, which this version does not read")
+        at = _HEAD.size
+        n = payload[at]
+        session = payload[at + 1: at + 1 + n].decode("ascii") if n else None
+        at += 1 + n
+        n = payload[at]
+        model = payload[at + 1: at + 1 + n].decode()
+        at += 1 + n
+        k, n = payload[at], payload[at + 1]
+        prefix = _TOKENS[n].unpack_from(payload, at + 2)
+        at += 2 + 2 * n
+        n = payload[at]
+        digests = tuple(payload[at + 1 + i * DIGEST_BYTES: at + 1 + (i + 1) * DIGEST_BYTES] for i in range(n))
+        if at + 1 + n * DIGEST_BYTES != len(payload):
+            raise Forged("an impression of the wrong length")
+    except (IndexError, struct.error, UnicodeDecodeError):
+        raise Forged("not an impression this service issued") from None
+    return Impression(mac_hex, issued, session, model, k, tuple(prefix), digests)

@@ -1,0 +1,63 @@
+"""The impression token on its own: what it carries, that any change to it is refused, that it expires, and that
+its length is exactly what the batch answer bound counts."""
+from __future__ import annotations
+
+import base64
+import random
+
+import pytest
+
+from app.feedback.impressions import Expired, Forged, Signer, encoded_length, facts
+
+KEY = b"k" * 32
+SUGGESTIONS = [[7, 2, 8, 4, 3], [7, 6, 5, 2, 8], [7, 9, 1, 2, 4]]
+
+
+def test_a_token_carries_model_prefix_k_session_time_and_the_suggestions():
+    signer = Signer(KEY, ttl_s=60)
+    token = signer.mint(facts("default", [7], 3, SUGGESTIONS), b"user-1", now=1_000_000).decode()
+    found = signer.verify(token, now=1_000_030)
+    assert (found.model, found.prefix, found.k, found.session, found.issued) == ("default", (7,), 3, "user-1", 1_000_000)
+    assert [found.rank_of(s) for s in SUGGESTIONS] == [1, 2, 3]
+    assert found.rank_of([7, 1, 1, 1, 1]) is None
+    assert len(found.id) == 32
+
+
+def test_two_tokens_for_the_same_answer_are_two_impressions():
+    signer = Signer(KEY, ttl_s=60)
+    same = facts("default", [7], 3, SUGGESTIONS)
+    a, b = (signer.verify(signer.mint(same, None, now=5).decode(), now=5) for _ in range(2))
+    assert a.id != b.id and a.session is None
+
+
+def test_any_flipped_bit_or_another_key_is_refused():
+    signer = Signer(KEY, ttl_s=60)
+    raw = base64.urlsafe_b64decode(signer.mint(facts("default", [7, 2], 3, SUGGESTIONS), b"s", now=5) + b"==")
+    rng = random.Random(0)
+    for position in range(len(raw)):
+        flipped = bytearray(raw)
+        flipped[position] ^= 1 << rng.randrange(8)
+        with pytest.raises(Forged):
+            signer.verify(base64.urlsafe_b64encode(bytes(flipped)).decode(), now=5)
+    for junk in ("", "AA", "not base64 at all!", "A" * 1000):
+        with pytest.raises(Forged):
+            signer.verify(junk, now=5)
+    with pytest.raises(Forged):
+        Signer(b"o" * 32, ttl_s=60).verify(base64.urlsafe_b64encode(raw).decode(), now=5)
+
+
+def test_a_token_expires_after_the_ttl():
+    signer = Signer(KEY, ttl_s=60)
+    token = signer.mint(facts("default", [7], 3, SUGGESTIONS), None, now=1000).decode()
+    assert signer.verify(token, now=1060).model == "default"
+    with pytest.raises(Expired, match="SEQ2SEQ_IMPRESSION_TTL_S"):
+        signer.verify(token, now=1061)
+
+
+@pytest.mark.parametrize("model_id,prefix,k,session", [
+    ("default", [7], 3, b""), ("m" * 64, list(range(64)), 50, b"s" * 64), ("x", [999, 0], 1, b"abc")])
+def test_the_length_is_known_before_the_token_is_made(model_id, prefix, k, session):
+    suggestions = [[1] * 64] * k
+    token = Signer(KEY, 60).mint(facts(model_id, prefix, k, suggestions), session)
+    assert len(token) == encoded_length(model_id, len(prefix), k, len(session))
+    assert len(token) <= 1024  # FeedbackRequest's bound on `impression`
