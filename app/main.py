@@ -28,11 +28,12 @@ from .feedback.service import Impressions
 from .http import errors
 from .http.deps import MANAGEMENT_KEY
 from .http.middleware import ServiceMiddleware
-from .http.routes import aliases, feedback, health, inference, jobs, models, pages
+from .http.routes import aliases, feedback, health, inference, jobs, models, pages, rollouts
 from .inference.engine import Engine
 from .jobs import JobService, build_runner
 from .metrics import Metrics
 from .registry import Registry
+from .rollouts.service import Rollouts
 from .security import ManagedRoutes, resolve_key
 from .settings import Settings, get_settings
 
@@ -81,8 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models,
                             model_loads=settings.model_loads, failure_ttl_s=settings.load_failure_ttl_s,
                             retry_s=settings.active_retry_s, retry_max_s=settings.active_retry_max_s)
-        watcher = store.watch_active(registry.follow, probe_s=settings.listen_probe_s,
-                                     on_aliases=registry.follow_aliases)
+        trials = Rollouts(store.rollouts, metrics, settings.default_model, decide_s=settings.rollout_decide_s, flush_s=settings.live_flush_s)
+        trials.load = lambda model_id: registry.loader.load(model_id, fresh=True)
+
+        def aliases_moved(version: int) -> None:  # rollouts bump the aliases' version: both are read again
+            registry.follow_aliases(version)
+            trials.refresh(version)
+
+        watcher = store.watch_active(registry.follow, probe_s=settings.listen_probe_s, on_aliases=aliases_moved)
         if database_down is None:
             registry.sync_shipped()
             registry.load_active()
@@ -99,8 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         settings.max_batch_wait_ms / 1000, settings.threads, settings.inference_thread,
                         settings.decode_budget, settings.inline_budget, settings.decode_timeout_s, impressions)
         engine.batcher.start()
+        trials.topk = engine.topk
         service = JobService(store, settings, metrics, None)
-        background: list[asyncio.Task] = []
+        background: list[asyncio.Task] = [asyncio.get_running_loop().create_task(trials.run())]
 
         async def start_jobs() -> None:
             await service.start()
@@ -117,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs, app.state.metrics, app.state.device = service, metrics, device
         app.state.event_streams = 0
         app.state.impressions = impressions
+        app.state.rollouts = trials
         # Everything loaded so far (torch, the app, the model) lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise stall every request for tens of milliseconds.
         gc.collect()
@@ -130,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher.stop()
         service.close()
         impressions.close()
+        trials.close()
         registry.close()
         store.close()
         log.info("stopped cleanly")
@@ -139,8 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
     # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
-    for router in (inference.router, feedback.router, models.router, aliases.router, jobs.router, health.router,
-                   pages.router):
+    for router in (inference.router, feedback.router, models.router, aliases.router, rollouts.router, jobs.router,
+                   health.router, pages.router):
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)

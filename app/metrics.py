@@ -23,6 +23,23 @@ class Metrics:
         self.active_model = Gauge("seq2seq_active_model", "1 for the active model", ["model"], registry=r)
         self.jobs = Gauge("seq2seq_jobs", "Training jobs by status", ["status"], registry=r)
         self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        # Rollouts (issue 16): labels from closed sets only, arm in none/control/candidate/shadow (none: outside a
+        # rollout); this process's counts (the database holds every replica's: GET /rollouts/ID).
+        self.arm_requests = Counter("seq2seq_arm_requests", "Inference requests by rollout arm and status class",
+                                    ["arm", "status"], registry=r)
+        self.arm_latency = Histogram("seq2seq_arm_request_seconds", "Inference latency by rollout arm", ["arm"],
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.arm_feedback = Counter("seq2seq_arm_feedback", "Feedback events recorded here by rollout arm and "
+                                    "outcome (accepted or not; the shadow's: typed among its first three)",
+                                    ["arm", "outcome"], registry=r)
+        self.shadow_dropped = Counter("seq2seq_shadow_dropped", "Shadow decodes dropped: the queue was full",
+                                      registry=r)
+        self.rollout_acceptance = Gauge("seq2seq_rollout_acceptance", "The running rollout's acceptance per arm, "
+                                        "summed across replicas, as this replica's decider last read it", ["arm"],
+                                        registry=r)
+        self.rollout_percent = Gauge("seq2seq_rollout_percent", "The running rollout's share of traffic to the "
+                                     "candidate", registry=r)
+        self._arms: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
         """Count a request. Its labels come from closed sets, so the children are kept: a labels() lookup per
@@ -33,6 +50,17 @@ class Metrics:
             series = self._series[key] = (self.requests.labels(*key), self.latency.labels(*key))
         series[0].inc()
         series[1].observe(seconds)
+
+    def observe_arm(self, arm: str, status: int, seconds: float) -> None:
+        key = (arm, f"{status // 100}xx")
+        series = self._arms.get(key)
+        if series is None:
+            series = self._arms[key] = (self.arm_requests.labels(*key), self.arm_latency.labels(arm))
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def observe_arm_feedback(self, arm: str, accepted: bool) -> None:
+        self.arm_feedback.labels(arm, "accepted" if accepted else "not_accepted").inc()
 
     def set_active(self, model_id: str | None) -> None:
         self.active_model.clear()

@@ -125,6 +125,13 @@ class Settings(BaseSettings):
                                        "by every replica")
     impression_ttl_s: float = Field(86400.0, gt=0, description="feedback on an impression older than this is refused "
                                     "(422)")
+    # Rollouts and live metrics (issue 16)
+    live_flush_s: float = Field(1.0, gt=0, le=1.0, description="how often each serving process adds its live "
+                                "counters (requests, errors, latency, feedback per model and rollout arm) to the "
+                                "database")
+    rollout_decide_s: float = Field(1.0, gt=0, description="how often each serving process looks at the running "
+                                    "rollouts and, when one should step up, promote or roll back, decides it under "
+                                    "the database's lock (once, whichever process comes first)")
 
     @field_validator("impression_key", mode="before")
     @classmethod

@@ -8,6 +8,10 @@ A token is base64url (unpadded) of a small binary payload and a MAC:
              | suggestions (1) | an 8-byte digest per suggestion, best first
     | HMAC-SHA256 of all the above, cut to 16 bytes
 
+Version 2, minted for answers served under a rollout, adds after the session: tag length (1) | rollout id | step (1)
+| arm (1: 0 control, 1 candidate, 2 control and sampled for the shadow), so feedback counts per arm on whichever
+replica takes it. Answers outside a rollout keep version 1, which every replica, older ones included, reads.
+
 The facts depend only on the cached answer, so they are built once when the answer is decoded and kept beside
 it; a request adds the time, a nonce (two users who ask the same thing in the same second get two
 impressions) and its session, then one HMAC on a precomputed key. A digest per suggestion lets feedback check
@@ -27,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 VERSION = 1
+VERSION_TAGGED = 2
+ARMS = ("control", "candidate", "shadow")  # the tag's arm byte; "shadow": served by the control, sampled for the shadow
 MAC_BYTES = 16
 DIGEST_BYTES = 8
 NONCE_BYTES = 8
@@ -50,9 +56,16 @@ def facts(model_id: str, prefix: Sequence[int], k: int, suggestions: Sequence[Se
             + bytes((len(suggestions),)) + b"".join(suggestion_digest(s) for s in suggestions))
 
 
-def encoded_length(model_id: str, prefix_len: int, suggestions: int, session_len: int) -> int:
-    """The exact length of a token's text (base64 without padding), for the answer-size bound."""
-    raw = (_HEAD.size + 1 + session_len + 1 + len(model_id.encode()) + 2 + 2 * prefix_len + 1
+def rollout_tag(rollout_id: str, step: int, arm: str) -> bytes:
+    """What a version-2 token says of the rollout an answer was served under."""
+    return rollout_id.encode() + bytes((min(step, 255), ARMS.index(arm)))
+
+
+def encoded_length(model_id: str, prefix_len: int, suggestions: int, session_len: int, tag_len: int | None = None
+                   ) -> int:
+    """The exact length of a token's text (base64 without padding), for the answer-size bound; tag_len: the
+    rollout tag's length (version 2), None for none."""
+    raw = (_HEAD.size + 1 + session_len + (0 if tag_len is None else 1 + tag_len) + 1 + len(model_id.encode()) + 2 + 2 * prefix_len + 1
            + DIGEST_BYTES * suggestions + MAC_BYTES)
     return (4 * raw + 2) // 3
 
@@ -68,6 +81,7 @@ class Impression:
     k: int
     prefix: tuple[int, ...]
     digests: tuple[bytes, ...]  # one per suggestion, best first
+    rollout: tuple[str, int, str] | None = None  # (rollout id, step, arm) for an answer served under a rollout
 
     def rank_of(self, sequence: Sequence[int]) -> int | None:
         """1 for the best suggestion; None when the sequence was not among them."""
@@ -90,11 +104,12 @@ class Signer:
         self._mac = hmac.new(key, digestmod=hashlib.sha256)  # copied per token: the key's pads are computed once
         self.ttl_s = ttl_s
 
-    def mint(self, facts: bytes, session: bytes | None, now: float | None = None) -> bytes:
-        """The token's ASCII bytes, ready to splice into a JSON answer."""
+    def mint(self, facts: bytes, session: bytes | None, now: float | None = None, tag: bytes | None = None) -> bytes:
+        """The token's ASCII bytes, ready to splice into a JSON answer; with a rollout tag (rollout_tag), version 2."""
         session = session or b""
-        payload = (_HEAD.pack(VERSION, int(time.time() if now is None else now), random.getrandbits(64))
-                   + bytes((len(session),)) + session + facts)
+        payload = (_HEAD.pack(VERSION if tag is None else VERSION_TAGGED, int(time.time() if now is None else now),
+                              random.getrandbits(64))
+                   + bytes((len(session),)) + session + (b"" if tag is None else bytes((len(tag),)) + tag) + facts)
         mac = self._mac.copy()
         mac.update(payload)
         return base64.urlsafe_b64encode(payload + mac.digest()[:MAC_BYTES]).rstrip(b"=")
@@ -119,12 +134,18 @@ class Signer:
 def _parse(payload: bytes, mac_hex: str) -> Impression:
     try:
         version, issued, _ = _HEAD.unpack_from(payload)
-        if version != VERSION:
+        if version not in (VERSION, VERSION_TAGGED):
             raise Forged(f"an impression of format {version}, which this version does not read")
         at = _HEAD.size
         n = payload[at]
         session = payload[at + 1: at + 1 + n].decode("ascii") if n else None
         at += 1 + n
+        rollout = None
+        if version == VERSION_TAGGED:
+            n = payload[at]
+            tag = payload[at + 1: at + 1 + n]
+            rollout = (tag[:-2].decode(), tag[-2], ARMS[tag[-1]])
+            at += 1 + n
         n = payload[at]
         model = payload[at + 1: at + 1 + n].decode()
         at += 1 + n
@@ -137,4 +158,4 @@ def _parse(payload: bytes, mac_hex: str) -> Impression:
             raise Forged("an impression of the wrong length")
     except (IndexError, struct.error, UnicodeDecodeError):
         raise Forged("not an impression this service issued") from None
-    return Impression(mac_hex, issued, session, model, k, tuple(prefix), digests)
+    return Impression(mac_hex, issued, session, model, k, tuple(prefix), digests, rollout)

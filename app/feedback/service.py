@@ -51,10 +51,10 @@ class Impressions:
     def minting(self) -> bool:
         return self.enabled and self.signer is not None
 
-    def mint(self, facts: bytes, session: str | None) -> bytes | None:
+    def mint(self, facts: bytes, session: str | None, tag: bytes | None = None) -> bytes | None:
         if not self.enabled or self.signer is None:
             return None
-        return self.signer.mint(facts, session.encode() if session else None)
+        return self.signer.mint(facts, session.encode() if session else None, tag=tag)
 
     # -- the key ---------------------------------------------------------------------------------------------
     def load_key(self) -> None:
@@ -132,4 +132,4 @@ def _event(impression: Impression, accepted: Sequence[int] | None, accepted_rank
         accepted=tuple(accepted) if accepted is not None else None, accepted_rank=accepted_rank,
         typed=tuple(typed) if typed is not None else None,
         typed_rank=impression.rank_of(typed) if typed is not None else None,
-        impression_at=iso(datetime.fromtimestamp(impression.issued, UTC)))
+        impression_at=iso(datetime.fromtimestamp(impression.issued, UTC)), rollout=impression.rollout)

@@ -22,6 +22,8 @@ MODEL_FIELD = ("a model id or an alias; production (the active model) when left 
                "only production, aliases made public, the active model and SEQ2SEQ_PUBLIC_MODELS")
 ALIAS_FIELD = ("the alias the request came through: production when it named no model, null when it named a model "
                "id")
+ROLLOUT_FIELD = "the running rollout the request was routed by, when its alias is under one"
+ARM_FIELD = "the rollout's arm that answered: control or candidate (a shadow's candidate never answers)"
 SESSION = ("a session id, 1 to 64 printable ASCII characters without spaces (or the X-Session-ID header); "
            "impressions carry it")
 
@@ -72,6 +74,8 @@ class PredictResponse(BaseModel):
                   {"token": 4, "probability": 1.0}, {"token": 3, "probability": 1.0}]}]})
 
     alias: str | None = Field(None, description=ALIAS_FIELD + " (not repeated in a batch's items)")
+    rollout: str | None = Field(None, description=ROLLOUT_FIELD)
+    arm: str | None = Field(None, description=ARM_FIELD)
     model: str = Field(description="the model id that answered")
     prefix: list[int]
     sequence: list[int]
@@ -95,6 +99,8 @@ class TopKResponse(BaseModel):
             {"sequence": [7, 9, 1, 2, 4], "score": -2.30, "probability": 0.10}]}]})
 
     alias: str | None = Field(None, description=ALIAS_FIELD + " (not repeated in a batch's items)")
+    rollout: str | None = Field(None, description=ROLLOUT_FIELD)
+    arm: str | None = Field(None, description=ARM_FIELD)
     model: str = Field(description="the model id that answered")
     prefix: list[int]
     k: int
@@ -153,12 +159,16 @@ class TopKBatchRequest(_ManyPrefixes):
 
 class PredictBatchResponse(BaseModel):
     alias: str | None = Field(None, description=ALIAS_FIELD)
+    rollout: str | None = Field(None, description=ROLLOUT_FIELD)
+    arm: str | None = Field(None, description=ARM_FIELD)
     model: str = Field(description="the model id that answered")
     results: list[PredictResponse] = Field(description="one answer per prefix, in request order")
 
 
 class TopKBatchResponse(BaseModel):
     alias: str | None = Field(None, description=ALIAS_FIELD)
+    rollout: str | None = Field(None, description=ROLLOUT_FIELD)
+    arm: str | None = Field(None, description=ARM_FIELD)
     model: str = Field(description="the model id that answered")
     results: list[TopKResponse] = Field(description="one answer per prefix, in request order")
 
@@ -227,12 +237,17 @@ class AliasView(BaseModel):
     generation: int = Field(description="grows by one with every move (production: the active pointer's version)")
     public: bool = Field(description="whether it may be named without the management key")
     updated_at: str | None = Field(description="when it last moved, ISO 8601 (null: production before any activation)")
-    rollout: str | None = Field(None, description="the running rollout that uses it, if any")
+    rollout: dict[str, Any] | None = Field(None, description="the running rollout that uses it, if any: "
+                                           "{id, step, percent, candidate, shadow}")
 
     @classmethod
-    def of(cls, row) -> AliasView:
+    def of(cls, row, running=None) -> AliasView:
+        rollout = None
+        if running is not None:
+            rollout = {"id": running.id, "step": running.step, "percent": running.percent,
+                       "candidate": running.candidate, "shadow": running.shadow}
         return cls(name=row.name, model=row.model, generation=row.generation, public=row.public,
-                   updated_at=row.updated_at)
+                   updated_at=row.updated_at, rollout=rollout)
 
 
 class AliasMoveView(BaseModel):

@@ -36,10 +36,10 @@ def topk_item(config: ModelConfig, model_id: str, prefix_len: int, k: int) -> in
             + len(str(k)) + k * suggestion)
 
 
-def impression(model_id: str, prefix_len: int, k: int, session_len: int) -> int:
+def impression(model_id: str, prefix_len: int, k: int, session_len: int, tag_len: int | None = None) -> int:
     """What an impression adds to a top-k item, `,"impression":"TOKEN"`: exact for k suggestions (a token's
-    length follows from what it holds)."""
-    return len(',"impression":""') + encoded_length(model_id, prefix_len, k, session_len)
+    length follows from what it holds; tag_len: its rollout tag's, if any)."""
+    return len(',"impression":""') + encoded_length(model_id, prefix_len, k, session_len, tag_len)
 
 
 @lru_cache(maxsize=4096)

@@ -43,7 +43,7 @@ class Minter(Protocol):
     """What the engine needs of app.feedback.service.Impressions: a token for an answer, or None (impressions
     are off, or this replica has no key yet)."""
 
-    def mint(self, facts: bytes, session: str | None) -> bytes | None: ...
+    def mint(self, facts: bytes, session: str | None, tag: bytes | None = None) -> bytes | None: ...
 
     @property
     def minting(self) -> bool: ...
@@ -112,7 +112,7 @@ class Engine:
         return answer.body
 
     async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str,
-                   session: str | None = None) -> bytes:
+                   session: str | None = None, tag: bytes | None = None) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
         check_prefix(field, prefix, loaded)
         key = TopKKey(loaded.id, tuple(prefix), k)
@@ -123,12 +123,12 @@ class Engine:
                 raise InvalidInput(field, f"top-{k} for this prefix on model {loaded.id!r} costs more than this "
                                           "service allows; ask for fewer suggestions or a longer prefix")
             answer = await self._answer(key, loaded, plan.work)
-        return self._impressed(answer, session)
+        return self._impressed(answer, session, tag)
 
-    def _impressed(self, answer: Answer, session: str | None) -> bytes:
-        """The body with this request's impression, `{..., "impression": "TOKEN"}`; the cached body as it is when
-        the service mints none."""
-        token = self.minter.mint(answer.facts, session) if self.minter is not None else None
+    def _impressed(self, answer: Answer, session: str | None, tag: bytes | None = None) -> bytes:
+        """The body with this request's impression, `{..., "impression": "TOKEN"}` (tag: the rollout it was served
+        under, app.feedback.impressions.rollout_tag); the cached body as it is when the service mints none."""
+        token = self.minter.mint(answer.facts, session, tag) if self.minter is not None else None
         if token is None:
             return answer.body
         return b"".join((answer.body[:-1], b',"impression":"', token, b'"}'))
@@ -183,12 +183,12 @@ class Engine:
         return _batch_body(loaded.id, [answer.body for answer in answers])
 
     async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int, max_answer_bytes: int,
-                         session: str | None = None) -> bytes:
+                         session: str | None = None, tag: bytes | None = None) -> bytes:
         loaded = await self.registry.resolve_async(model_id)
         session_len = len(session) if session else 0
         minting = self.minter is not None and self.minter.minting
         size = answer_size.batch(loaded.id, map(len, prefixes), lambda n: answer_size.topk_item(
-            loaded.config, loaded.id, n, k) + (answer_size.impression(loaded.id, n, k, session_len) if minting else 0))
+            loaded.config, loaded.id, n, k) + (answer_size.impression(loaded.id, n, k, session_len, None if tag is None else len(tag)) if minting else 0))
         check_answer_size(size, max_answer_bytes, len(prefixes), f"top-{k}", loaded, f" at k={k}, or ask for a smaller k")
         check_prefixes(prefixes, loaded)
         keys: list[CacheKey] = [TopKKey(loaded.id, tuple(p), k) for p in prefixes]
@@ -203,7 +203,7 @@ class Engine:
             raise InvalidInput("prefixes", f"top-{k} for these {len(prefixes)} prefixes on model {loaded.id!r} costs "
                                            "more than this service allows; send fewer or ask for a smaller k")
         answers = await self._answer_many(loaded, keys, work)
-        return _batch_body(loaded.id, [self._impressed(answer, session) for answer in answers])
+        return _batch_body(loaded.id, [self._impressed(answer, session, tag) for answer in answers])
 
     async def _answer_many(self, loaded: LoadedModel, keys: list[CacheKey], work: int) -> list[Answer]:
         """Cached answers as they are, the rest decoded together; one answer per key, in request order."""

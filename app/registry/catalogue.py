@@ -34,6 +34,9 @@ class ModelInfo(BaseModel):
     history_points: int = Field(description="points on its training curve")
     aliases: list[str] = Field(default_factory=list, description="the aliases that name it (production: the active "
                                                                  "model)")
+    live: dict[str, Any] | None = Field(None, description="GET /models/{id} only: live metrics across replicas "
+                                        "(requests, errors, p50_ms, p99_ms, impressions_with_feedback, accepted, "
+                                        "acceptance_rate, typed, hit_at_1, hit_at_3)")
 
 
 def info_of(ckpt: checkpoint.Checkpoint) -> storage.CheckpointInfo:

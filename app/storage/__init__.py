@@ -11,7 +11,8 @@ Synchronous throughout (call it via asyncio.to_thread from async code). Imports 
 schema (tables), migrate (+ migrations/), legacy (import of the previous version's data), models (ModelStore),
 aliases (AliasStore: production, which is the active pointer, the other aliases and their history),
 rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, Lease, NewJob, JobOutcome),
-feedback (FeedbackStore: feedback on impressions, the impressions' key),
+feedback (FeedbackStore: feedback on impressions, the impressions' key), rollouts (RolloutStore: rollouts, their
+decisions, the live counters),
 watcher (ActiveWatcher), checkpoints (hash and load from bytes), filesystems (no SQLite on a network
 filesystem), clock, errors.
 From a shell: `python -m app.storage migrate --url URL`.
@@ -51,18 +52,67 @@ from .migrate import (
     prepare_schema,
 )
 from .models import ModelStore, Verifier
+from .rollouts import DecisionRow, Outcome, RolloutRow, RolloutStore
 from .rows import CheckpointInfo, ModelRow, Source
 from .watcher import ActiveWatcher, Callback
 
 __all__ = [
-    "ActiveWatcher", "AliasMove", "AliasRow", "AliasSnapshot", "AliasStore", "CheckpointInfo", "Conflict",
-    "DowngradeRefused", "ExpiredLeases", "FeedbackEvent", "FeedbackRow", "FeedbackStore", "Finished",
-    "IntegrityFailure", "JobOutcome", "JobRow", "JobStore", "Lease", "LeaseLost", "LegacyReport",
-    "MigrationLockTimeout", "MigrationResult", "ModelRow", "ModelStore", "NewJob", "NotFound", "Pointer",
-    "QueueFull", "QuotaFull", "SchemaMismatch", "Source", "StaleGeneration", "Storage", "StorageError", "Timeouts",
-    "UnsupportedLocation", "check_schema", "default_url", "downgrade", "head_revision",
-    "import_legacy", "is_postgres", "load_checkpoint", "make_engine", "migrate", "normalize_url", "open_storage",
-    "prepare_schema", "sha256_of", "sqlite_path", "transient", "verify_checkpoint",
+    "ActiveWatcher",
+    "AliasMove",
+    "AliasRow",
+    "AliasSnapshot",
+    "AliasStore",
+    "CheckpointInfo",
+    "Conflict",
+    "DecisionRow",
+    "DowngradeRefused",
+    "ExpiredLeases",
+    "FeedbackEvent",
+    "FeedbackRow",
+    "FeedbackStore",
+    "Finished",
+    "IntegrityFailure",
+    "JobOutcome",
+    "JobRow",
+    "JobStore",
+    "Lease",
+    "LeaseLost",
+    "LegacyReport",
+    "MigrationLockTimeout",
+    "MigrationResult",
+    "ModelRow",
+    "ModelStore",
+    "NewJob",
+    "NotFound",
+    "Outcome",
+    "Pointer",
+    "QueueFull",
+    "QuotaFull",
+    "RolloutRow",
+    "RolloutStore",
+    "SchemaMismatch",
+    "Source",
+    "StaleGeneration",
+    "Storage",
+    "StorageError",
+    "Timeouts",
+    "UnsupportedLocation",
+    "check_schema",
+    "default_url",
+    "downgrade",
+    "head_revision",
+    "import_legacy",
+    "is_postgres",
+    "load_checkpoint",
+    "make_engine",
+    "migrate",
+    "normalize_url",
+    "open_storage",
+    "prepare_schema",
+    "sha256_of",
+    "sqlite_path",
+    "transient",
+    "verify_checkpoint",
 ]
 
 
@@ -75,6 +125,7 @@ class Storage:
         self.jobs = JobStore(engine, verify)
         self.aliases = AliasStore(engine)
         self.feedback = FeedbackStore(engine)
+        self.rollouts = RolloutStore(engine)
 
     def watch_active(self, callback: Callback, **kwargs) -> ActiveWatcher:
         """A watcher on this engine (not started); see ActiveWatcher for the keyword arguments."""

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import clock
 from .engine import is_postgres, read, write
 from .errors import Conflict, NotFound
-from .schema import active_model, alias_history, aliases, models
+from .schema import active_model, alias_history, aliases, models, rollouts
 
 NOTIFY_CHANNEL = "seq2seq_active"
 PRODUCTION = "production"
@@ -87,6 +87,29 @@ def name_problem(name: str) -> str | None:
 
 
 # -- within a caller's write transaction -----------------------------------------------------------------
+class UnderRollout(Conflict):
+    """A move or deletion of an alias that a running rollout uses, by anyone but that rollout."""
+
+    def __init__(self, name: str, rollout_id: str):
+        super().__init__(f"alias {name!r} is under rollout {rollout_id!r}; promote or abort the rollout first "
+                         f"(POST /rollouts/{rollout_id}/promote or /abort)")
+        self.name, self.rollout_id = name, rollout_id
+
+
+def running_rollout(conn: Connection, name: str) -> str | None:
+    """The id of the running rollout on alias `name`, if any."""
+    return conn.execute(sa.select(rollouts.c.id).where(rollouts.c.alias == name, rollouts.c.status == "running")
+                        ).scalar()
+
+
+def _guard(conn: Connection, name: str, actor: str) -> None:
+    """Refuse to move an alias under a running rollout unless the rollout itself moves it (its promotion): a
+    manual move would change the control under the rollout's feet, so it is refused rather than taken as an abort."""
+    rollout_id = running_rollout(conn, name)
+    if rollout_id is not None and actor != f"rollout {rollout_id}":
+        raise UnderRollout(name, rollout_id)
+
+
 def lock_pointer(conn: Connection) -> tuple[str | None, int]:
     """Read the active pointer (production) and hold it until the transaction ends."""
     row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version)
@@ -100,6 +123,7 @@ def activate_in(conn: Connection, model_id: str, *, actor: str = "api", reason: 
     Records the move, and moves `previous` to production's former target. StaleGeneration when
     expected_generation is given and not current; NotFound for an unknown model."""
     current, version = lock_pointer(conn)
+    _guard(conn, PRODUCTION, actor)
     if expected_generation is not None and expected_generation != version:
         raise StaleGeneration(PRODUCTION, expected_generation, version, current)
     if conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first() is None:
@@ -121,6 +145,7 @@ def move_in(conn: Connection, name: str, model_id: str, *, expected_generation: 
     if name == PRODUCTION:
         raise ValueError("production moves with activate_in")
     lock_pointer(conn)
+    _guard(conn, name, actor)
     if conn.execute(sa.select(models.c.id).where(models.c.id == name)).first() is not None:
         raise Conflict(f"name: {name!r} is a model's id; an alias never shares a model's id")
     row = _row(conn, name)
@@ -143,6 +168,7 @@ def delete_in(conn: Connection, name: str, *, expected_generation: int | None = 
     if name == PRODUCTION:
         raise Conflict("production cannot be deleted: it is the active model; move it instead")
     lock_pointer(conn)
+    _guard(conn, name, actor)
     row = _row(conn, name)
     if row is None:
         raise NotFound(f"alias {name!r} does not exist")
@@ -152,7 +178,7 @@ def delete_in(conn: Connection, name: str, *, expected_generation: int | None = 
     if gone.rowcount != 1:  # cannot happen under the pointer's lock; kept as the swap's own guard
         raise StaleGeneration(name, row.generation, _last_generation(conn, name), None)
     _record(conn, name, row.generation + 1, clock.iso(clock.db_now(conn)), None, row.model, reason, actor)
-    _bump(conn)
+    bump(conn)
 
 
 def referencing(conn: Connection, model_id: str) -> list[str]:
@@ -198,7 +224,7 @@ def _set(conn: Connection, name: str, model_id: str, now: str, *, reason: str | 
             raise StaleGeneration(name, row.generation, _last_generation(conn, name), None)
         previous = row.model
     _record(conn, name, generation, now, model_id, previous, reason, actor)
-    _bump(conn)
+    bump(conn)
     return AliasRow(name, model_id, generation, bool(public) if row is None or public is not None else row.public, now)
 
 
@@ -209,7 +235,8 @@ def _record(conn: Connection, name: str, generation: int, at: str, model_id: str
                                                  actor=actor[:100]))
 
 
-def _bump(conn: Connection) -> None:
+def bump(conn: Connection) -> None:
+    """Tell every process to read the aliases (and the running rollouts) again."""
     version = conn.execute(sa.update(active_model).where(active_model.c.id == 1)
                            .values(aliases_version=active_model.c.aliases_version + 1)
                            .returning(active_model.c.aliases_version)).scalar_one()

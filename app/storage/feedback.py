@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,6 +40,8 @@ class FeedbackEvent:
     typed: tuple[int, ...] | None
     typed_rank: int | None
     impression_at: str  # clock.iso
+    # (rollout id, step, arm) when the impression was served under a rollout: what the live counters count it under
+    rollout: tuple[str, int, str] | None = field(default=None, kw_only=True, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from . import clock
+from .aliases import PRODUCTION, running_rollout
 from .checkpoints import verify_checkpoint
 from .engine import is_postgres, read, write
 from .errors import Conflict, NotFound, QueueFull, QuotaFull, StorageError
@@ -385,6 +386,9 @@ class JobStore:
     def _why_not(conn: Connection, cancel_requested: bool, compared: Pointer | None) -> str | None:
         if cancel_requested:
             return "a cancel was asked for after training had ended"
+        rollout_id = running_rollout(conn, PRODUCTION)
+        if rollout_id is not None:
+            return f"rollout {rollout_id} is running on production; it decides what production names"
         if compared is None:
             return None
         now = lock_pointer(conn)

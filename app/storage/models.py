@@ -21,7 +21,7 @@ from .checkpoints import check_sha256, verify_checkpoint
 from .engine import read, write
 from .errors import Conflict, IntegrityFailure, NotFound
 from .rows import Info, ModelRow, encode_info, model_row
-from .schema import active_model, aliases, models
+from .schema import active_model, aliases, models, rollouts
 
 Verifier = Callable[[bytes], None]
 
@@ -175,4 +175,8 @@ class ModelStore:
             named = referencing(conn, model_id)
             if named:
                 raise Conflict(f"model {model_id!r} is what alias {named[0]!r} names; move or delete the alias first")
+            trying = conn.execute(sa.select(rollouts.c.id).where(rollouts.c.candidate == model_id,
+                                                                 rollouts.c.status == "running")).scalar()
+            if trying is not None:
+                raise Conflict(f"model {model_id!r} is the candidate of rollout {trying!r}; abort it first")
             conn.execute(sa.delete(models).where(models.c.id == model_id))

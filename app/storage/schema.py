@@ -127,3 +127,54 @@ feedback = sa.Table(
     sa.UniqueConstraint("impression_id", name="uq_feedback_impression"),
 )
 sa.Index("ix_feedback_model_received", feedback.c.model_id, feedback.c.received_at)
+
+# Rollouts (0005): a candidate model tried on a share of an alias's traffic, stepped up, promoted or rolled back.
+# At most one running rollout per alias: a partial unique index, so two replicas' starts cannot both insert.
+ROLLOUT_STATUSES = ("running", "promoted", "rolled_back", "aborted")
+rollouts = sa.Table(
+    "rollouts", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("alias", sa.String(32), nullable=False),
+    sa.Column("control", sa.String(64), nullable=False),     # what the alias named when the rollout started
+    sa.Column("candidate", sa.String(64), nullable=False),   # no foreign key: the record outlives the model
+    sa.Column("config", sa.Text, nullable=False),            # JSON: the RolloutConfig, and the shadow's sample rate
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("percent", sa.Float, nullable=False),
+    sa.Column("shadow", sa.Boolean, nullable=False),
+    sa.Column("started_at", sa.Text, nullable=False),
+    sa.Column("step_started_at", sa.Text, nullable=False),
+    sa.Column("ended_at", sa.Text),
+    sa.Column("reason", sa.Text),                            # why it ended
+    sa.Column("cause", sa.String(32)),                       # a roll back's: error_rate, p99_ratio, acceptance
+    sa.CheckConstraint("status IN ('running', 'promoted', 'rolled_back', 'aborted')", name="ck_rollouts_status"),
+)
+sa.Index("uq_rollouts_running_alias", rollouts.c.alias, unique=True,
+         sqlite_where=rollouts.c.status == "running", postgresql_where=rollouts.c.status == "running")
+sa.Index("ix_rollouts_started", rollouts.c.started_at)
+
+# Every decision that changed a rollout (start, step_up, promote, roll_back, abort), with its figures (JSON).
+rollout_decisions = sa.Table(
+    "rollout_decisions", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id", name="fk_rollout_decisions_rollout"),
+              nullable=False),
+    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("percent", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("figures", sa.Text, nullable=False),
+)
+sa.Index("ix_rollout_decisions_rollout", rollout_decisions.c.rollout_id, rollout_decisions.c.seq)
+
+# Live counters, summed across replicas: each replica adds its increments (upsert add) about every second.
+# subject: `model:ID` or `rollout:ID:STEP:ARM`; name: requests, errors, feedback, accepted, typed, hit1, hit3, or
+# a latency bucket `ms<i>` (app.rollouts.live).
+live_counters = sa.Table(
+    "live_counters", metadata,
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(16), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)

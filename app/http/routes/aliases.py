@@ -1,5 +1,8 @@
 """Aliases over HTTP: list, read (now or at a time), move (compare-and-swap), delete, history. Reads are open
-like GET /models; writes need the key. Each call runs on the registry's database lane, never on the event loop."""
+like GET /models; writes need the key. Each call runs on the registry's database lane, never on the event loop.
+An alias under a running rollout shows it (`rollout`), and moving or deleting it is a 409 until the rollout ends
+(app.storage.aliases.UnderRollout): a manual move would change the control under the rollout, so it is refused
+rather than taken as an abort."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
@@ -15,8 +18,9 @@ MAX_HISTORY = 1000
 
 
 @router.get("", response_model=list[AliasView], responses=ERR, summary="Every alias, production first")
-async def list_aliases(registry: RegistryDep) -> list[AliasView]:
-    return [AliasView.of(row) for row in await registry.db.run(registry.aliases.list)]
+async def list_aliases(request: Request, registry: RegistryDep) -> list[AliasView]:
+    rollouts = request.app.state.rollouts
+    return [AliasView.of(row, rollouts.on(row.name)) for row in await registry.db.run(registry.aliases.list)]
 
 
 @router.get("/{name}", response_model=AliasView, responses=ERR,
@@ -25,15 +29,16 @@ async def get_alias(request: Request, name: str, registry: RegistryDep,
                     at: str | None = Query(None, description="an ISO-8601 time (UTC when it has no zone)")) -> AliasView:
     check_params(request.query_params, ("at",))
     when = parse_at(at) if at is not None else None
-    return AliasView.of(await registry.db.run(registry.aliases.get, name, when))
+    row = await registry.db.run(registry.aliases.get, name, when)
+    return AliasView.of(row, request.app.state.rollouts.on(name) if when is None else None)
 
 
 @router.put("/{name}", response_model=AliasView, responses=ERR, dependencies=[Managed],
             summary="Create or move an alias (production: activate); 409 when expected_generation is stale")
-async def put_alias(name: str, body: AliasPut, registry: RegistryDep) -> AliasView:
+async def put_alias(request: Request, name: str, body: AliasPut, registry: RegistryDep) -> AliasView:
     row = await registry.db.run(lambda: registry.aliases.put(
         name, body.model, expected_generation=body.expected_generation, reason=body.reason, public=body.public))
-    return AliasView.of(row)
+    return AliasView.of(row, request.app.state.rollouts.on(name))
 
 
 @router.delete("/{name}", status_code=204, responses=ERR, dependencies=[Managed],

@@ -1,6 +1,7 @@
 """POST /feedback and /feedback/batch: what users did with the suggestions an impression names. Open like
 inference (an impression is proof enough: it is signed); bodies bounded by the middleware (64 KiB, 1 MiB for
-the batch). An event is answered 202 only once it is committed; a repeat is 200 with `"duplicate": true`."""
+the batch). An event is answered 202 only once it is committed; a repeat is 200 with `"duplicate": true`. A new
+event is counted in the live metrics (per model, and per rollout arm when its impression was served under one)."""
 from __future__ import annotations
 
 import json
@@ -42,6 +43,8 @@ async def feedback(request: Request, body: FeedbackRequest) -> tuple[int, bytes]
     signer = await impressions.load_key_async()
     event = impressions.check(signer, body.impression, body.accepted, body.typed)
     [new] = await impressions.record([event])
+    if new:
+        request.app.state.rollouts.feedback([event])
     return (202 if new else 200), _dumps({"impression_id": event.impression_id, "duplicate": not new})
 
 
@@ -65,6 +68,7 @@ async def feedback_batch(request: Request, body: FeedbackBatchRequest) -> bytes:
         except InvalidInput as exc:
             results.append({"status": 422, "field": exc.field, "message": clip(exc.reason)})
     recorded = await impressions.record(valid) if valid else []
+    request.app.state.rollouts.feedback([event for event, new in zip(valid, recorded) if new])
     for i, checked, new in zip(where, valid, recorded):
         results[i] = {"status": 202 if new else 200, "impression_id": checked.impression_id, "duplicate": not new}
     new_count = sum(recorded)

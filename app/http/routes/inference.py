@@ -6,11 +6,15 @@ and the answer names the alias it came through (`alias`: production when the req
 a bare model id) beside the model id that answered. A request that names something is let through only to
 production, a public alias, the active or a public model, unless it carries the key
 (app.security.check_open_model; the middleware has checked the key already). A request may carry a session
-(app.http.sessions); /topk answers carry an impression for it.
+(app.http.sessions); /topk answers carry an impression for it. Under a running rollout on the alias, the session
+picks the arm (app.rollouts), and the answer names the rollout and the arm; every request is counted per model and
+per arm (app.rollouts.live).
 """
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -18,8 +22,10 @@ from starlette.datastructures import QueryParams
 
 from ...errors import InvalidInput
 from ...inference.engine import Engine
+from ...rollouts.service import Served
 from ...security import check_open_model
 from ...storage.aliases import PRODUCTION
+from ..errors import status_of
 from ..lean import LeanRoute
 from ..middleware import KEY_STATE
 from ..params import check_params, parse_int, parse_token, parse_tokens
@@ -49,25 +55,53 @@ PRODUCTION_HEAD = b'{"alias":"production",'
 NO_ALIAS_HEAD = b'{"alias":null,'
 
 
-def _named(request: Request, name: str | None) -> tuple[str | None, bytes]:
-    """(the model id to serve, None for production's; the answer's opening naming the alias), if the request may
-    name it; nothing to check when it names none."""
-    if name is None or name == PRODUCTION:
-        return None, PRODUCTION_HEAD
+def _named(request: Request, name: str | None, session: str | None, shadow_key: str | None = None) -> Served:
+    """Where the request goes, if it may name what it names: the model id to serve (None for production's), the
+    answer's opening naming the alias (and, under a running rollout, the rollout and the arm), and the rollout arm
+    it counts under. Nothing to check when it names none. Under a rollout the arm is chosen from this process's
+    copy of the running rollouts (app.rollouts.service), never the database; the candidate was chosen by the
+    operator, so the access rule that applies to the name the request gave does not apply to it."""
     state = request.app.state
+    if name is None or name == PRODUCTION:
+        return state.rollouts.route(PRODUCTION, None, PRODUCTION_HEAD, session, shadow_key)
     alias = state.registry.aliases.target(name)
     if not request.scope["state"].get(KEY_STATE):
         active = state.registry.active
         check_open_model(name, active.id if active is not None else None, state.settings.public_models,
                          public_alias=alias is not None and alias.public)
     if alias is None:
-        return name, NO_ALIAS_HEAD
-    return alias.model, b'{"alias":' + json.dumps(name).encode() + b","
+        return Served(name, NO_ALIAS_HEAD)
+    return state.rollouts.route(name, alias.model, b'{"alias":' + json.dumps(name).encode() + b",", session,
+                                shadow_key)
 
 
 def _aliased(head: bytes, body: bytes) -> bytes:
     """The engine's answer (a JSON object) with `alias` first."""
     return head + body[1:]
+
+
+async def _counted(request: Request, served: Served, answer: Awaitable[bytes]) -> bytes:
+    """The answer, with the request counted in the live metrics per model and per rollout arm (a 5xx is an
+    error; an unknown model's 404 counts for no model, so no client can grow the counters)."""
+    state = request.app.state
+    start = time.perf_counter()
+    try:
+        body = await answer
+    except Exception as exc:
+        status = status_of(exc)
+        counted = served.model if served.model is not None else _active_id(request)
+        if status == 404 and served.model is not None:
+            counted = None
+        state.rollouts.served(served, counted, status, time.perf_counter() - start)
+        raise
+    state.rollouts.served(served, served.model if served.model is not None else _active_id(request), 200,
+                          time.perf_counter() - start)
+    return _aliased(served.head, body)
+
+
+def _active_id(request: Request) -> str | None:
+    active = request.app.state.registry.active
+    return active.id if active is not None else None
 
 
 def _max_answer_bytes(request: Request) -> int:
@@ -77,9 +111,9 @@ def _max_answer_bytes(request: Request) -> int:
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              summary="Continue a sequence from a start digit or a prefix (greedy)")
 async def predict(request: Request, body: PredictRequest) -> bytes:
-    session_of(request, body.session)  # checked; rollouts will route by it
-    model, head = _named(request, body.model)
-    return _aliased(head, await _engine(request).predict(model, body.tokens, body.attention, body.field))
+    served = _named(request, body.model, session_of(request, body.session))
+    return await _counted(request, served, _engine(request).predict(served.model, body.tokens, body.attention,
+                                                                    body.field))
 
 
 TOPK_PARAMS = ("start", "prefix", "k", "model", "session")
@@ -99,8 +133,11 @@ async def topk(request: Request,
     tokens, field, count = topk_query(query)
     given = query.get("session")
     session = session_of(request, None if given is None else check_session(given))
-    model, head = _named(request, query.get("model"))
-    return _aliased(head, await _engine(request).topk(model, tokens, count, field, session))
+    served = _named(request, query.get("model"), session, f"{count}:{tokens}")
+    answer = await _counted(request, served, _engine(request).topk(served.model, tokens, count, field, session,
+                                                                   served.tag))
+    request.app.state.rollouts.shadow_request(served, tokens, count)
+    return answer
 
 
 def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
@@ -119,15 +156,15 @@ def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
 @router.post("/predict/batch", response_model=PredictBatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
 async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
-    session_of(request, body.session)
-    model, head = _named(request, body.model)
-    return _aliased(head, await _engine(request).predict_batch(model, body.prefixes, body.attention,
-                                                               _max_answer_bytes(request)))
+    served = _named(request, body.model, session_of(request, body.session))
+    return await _counted(request, served, _engine(request).predict_batch(served.model, body.prefixes, body.attention,
+                                                                          _max_answer_bytes(request)))
 
 
 @router.post("/topk/batch", response_model=TopKBatchResponse, responses=ERRORS,
              summary="The k most likely sequences for many prefixes in one request, in request order")
 async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
-    model, head = _named(request, body.model)
-    return _aliased(head, await _engine(request).topk_batch(model, body.prefixes, body.k, _max_answer_bytes(request),
-                                                            session_of(request, body.session)))
+    session = session_of(request, body.session)
+    served = _named(request, body.model, session)
+    return await _counted(request, served, _engine(request).topk_batch(
+        served.model, body.prefixes, body.k, _max_answer_bytes(request), session, served.tag))

@@ -2,9 +2,10 @@
 own database lane (bounded: 503 with Retry-After once it is full), never on the event loop."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ...registry import ModelInfo
+from ...rollouts import live
 from ..deps import Managed, RegistryDep
 from ..schemas import errors
 
@@ -23,8 +24,12 @@ async def active_model(registry: RegistryDep) -> ModelInfo:
 
 
 @router.get("/{model_id}", response_model=ModelInfo, responses=ERR, summary="One model")
-async def get_model(model_id: str, registry: RegistryDep) -> ModelInfo:
-    return await registry.db.run(registry.describe, model_id)
+async def get_model(request: Request, model_id: str, registry: RegistryDep) -> ModelInfo:
+    info = await registry.db.run(registry.describe, model_id)
+    store = request.app.state.storage.rollouts
+    subject = live.model_subject(info.id)
+    counters = await registry.db.run(store.counters, [subject])
+    return info.model_copy(update={"live": live.summary(counters.get(subject, {}))})
 
 
 @router.post("/{model_id}/activate", response_model=ModelInfo, responses=ERR, dependencies=[Managed],
