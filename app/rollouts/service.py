@@ -161,7 +161,18 @@ class Rollouts:
         rows, _ = self.store.running()
         found = {row.alias: Running(row.id, row.alias, row.candidate, row.step, row.percent, row.shadow,
                                     float(row.config.get("sample", DEFAULT_SAMPLE))) for row in rows}
+        fresh = [r for r in found.values() if r.id not in self._by_id]
         self._running, self._by_id = found, {r.id: r for r in found.values()}
+        for rollout in fresh:  # loaded before its first request, so its latency is not a cold start's
+            self._preload(rollout.candidate)
+
+    def _preload(self, model_id: str) -> None:
+        if self.load is None:
+            return
+        try:
+            self.load(model_id)
+        except Exception as exc:  # its requests will fail and count as errors: the guardrail's business
+            log.warning("rollout candidate %s cannot be loaded: %s", model_id, exc)
 
     def _refresh_quietly(self) -> None:
         try:
@@ -265,7 +276,7 @@ class Rollouts:
     def promote(self, rollout_id: str) -> dict[str, Any]:
         row = self.store.get(rollout_id)
         if row.status == "running" and self.load is not None:
-            self.load(row.candidate)  # a candidate that cannot load never becomes what the alias names
+            self.load(row.candidate)  # a candidate that cannot load never becomes what the alias names (raises)
         self.store.end(rollout_id, Outcome("promote", row.step, 100.0, "promoted by hand (POST /rollouts/ID/promote)",
                                            self._figures(row), actor="api"))
         self._refresh_quietly()
