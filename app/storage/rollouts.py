@@ -149,12 +149,11 @@ class RolloutStore:
         alias or candidate. Production before any activation names default_model."""
         with write(self.engine) as conn:
             pointer, _ = lock_pointer(conn)
-            if alias == PRODUCTION:
-                control = pointer or default_model
-            else:
-                control = conn.execute(sa.select(aliases.c.model_id).where(aliases.c.name == alias)).scalar()
-                if control is None:
-                    raise NotFound(f"alias {alias!r} does not exist")
+            named = pointer or default_model if alias == PRODUCTION else conn.execute(
+                sa.select(aliases.c.model_id).where(aliases.c.name == alias)).scalar()
+            if named is None:
+                raise NotFound(f"alias {alias!r} does not exist")
+            control: str = named
             if conn.execute(sa.select(models.c.id).where(models.c.id == candidate)).first() is None:
                 raise NotFound(f"model {candidate!r} is not registered")
             if control == candidate:
