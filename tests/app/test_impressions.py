@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from app.feedback.impressions import Expired, Forged, Signer, encoded_length, facts
+from app.feedback.impressions import Expired, Forged, Signer, encoded_length, facts, rollout_tag
 
 KEY = b"k" * 32
 SUGGESTIONS = [[7, 2, 8, 4, 3], [7, 6, 5, 2, 8], [7, 9, 1, 2, 4]]
@@ -61,3 +61,14 @@ def test_the_length_is_known_before_the_token_is_made(model_id, prefix, k, sessi
     token = Signer(KEY, 60).mint(facts(model_id, prefix, k, suggestions), session)
     assert len(token) == encoded_length(model_id, len(prefix), k, len(session))
     assert len(token) <= 1024  # FeedbackRequest's bound on `impression`
+
+
+def test_a_token_minted_under_a_rollout_names_it_and_its_length_is_known():
+    signer = Signer(KEY, 60)
+    tag = rollout_tag("r-20260101-120000-abcdef", 2, "candidate")
+    token = signer.mint(facts("alt", [7, 2], 3, SUGGESTIONS), b"user-1", tag=tag).decode()
+    assert len(token) == encoded_length("alt", 2, 3, len(b"user-1"), len(tag))
+    seen = signer.verify(token)
+    assert (seen.rollout, seen.model, seen.session) == (("r-20260101-120000-abcdef", 2, "candidate"), "alt", "user-1")
+    plain = signer.verify(signer.mint(facts("alt", [7], 3, SUGGESTIONS), None).decode())
+    assert plain.rollout is None and base64.urlsafe_b64decode(token + "==")[0] == 2  # outside a rollout: format 1
