@@ -1,6 +1,7 @@
-"""Screenshots for the README: the keypad after pressing 7, and a finished training run. Starts its own server.
+"""Screenshots for the README: the keypad after pressing 7, a finished training run, and the aliases with
+production's history open. Starts its own server.
 
-  python docs/screenshots.py        (writes docs/keypad.png and docs/training.png)
+  python docs/screenshots.py        (writes docs/keypad.png, docs/training.png and docs/aliases.png)
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from web.conftest import ARGS, CHROMIUM  # noqa: E402
 
 
 def main() -> None:
-    server = Server(Path(tempfile.mkdtemp(prefix="seq2seq-shots-"))).start()
+    # management open: the shots need no key dialog (the server listens on loopback only, for the run)
+    server = Server(Path(tempfile.mkdtemp(prefix="seq2seq-shots-")), SEQ2SEQ_AUTH="disabled").start()
     server.wait_ready()
     url = server.url
     try:
@@ -37,6 +39,13 @@ def main() -> None:
             form.locator("button[type=submit]").click()
             expect(page.get_by_test_id("job-status")).to_have_text("succeeded", timeout=120_000)
             page.screenshot(path=str(ROOT / "docs" / "training.png"), full_page=True)
+            with server.client() as client:
+                client.put("/aliases/staff", json={"model": "default", "reason": "what the staff try first"})
+            page.reload()
+            production = page.get_by_test_id("aliases-table").locator('[data-alias="production"]')
+            production.get_by_test_id("alias-history-toggle").click()
+            page.locator("#alias-history-production").get_by_test_id("alias-move").first.wait_for()
+            page.locator("#aliases-title").locator("..").screenshot(path=str(ROOT / "docs" / "aliases.png"))
             browser.close()
     finally:
         server.stop()

@@ -1,4 +1,5 @@
 // The server's status line and the model table with activate and delete.
+import { refreshAliases } from "./aliases.js";
 import { api, auth } from "./api.js";
 import { $, el, pct } from "./dom.js";
 import { showSuggestions } from "./predict.js";
@@ -68,9 +69,10 @@ async function removeModel(id) {
   await refreshModels();
 }
 
-/** A new active model may change the vocabulary, the length and attention, so everything shown is asked again. */
+/** A new active model may change the vocabulary, the length and attention, so everything shown is asked again
+ * (production moved, so the alias table too). */
 export async function afterModelChange() {
   await refreshInfo();
-  await refreshModels();
+  await Promise.all([refreshModels(), refreshAliases({ quiet: true })]);
   await showSuggestions();
 }
