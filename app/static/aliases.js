@@ -12,6 +12,11 @@ const movedListeners = [];
 let productionGeneration = null;
 let ticket = 0;
 
+/** The alias's running rollout's id: GET /aliases gives {id, step, percent, candidate, shadow} or null. */
+function rolloutId(alias) {
+  return typeof alias.rollout === "object" ? alias.rollout.id : alias.rollout;
+}
+
 /** Calls fn when a refresh finds production moved by someone else (another tab, a job, a rollout); a callback, so
  * this module need not import the parts that react to it. */
 export function onProductionMoved(fn) { movedListeners.push(fn); }
@@ -46,7 +51,7 @@ function aliasRows(alias, moves) {
     el("td", {}, when(alias.updated_at)),
     el("td", { "data-testid": "alias-public" }, alias.public === true ? "yes" : alias.public === false ? "no" : DASH),
     el("td", { "data-testid": "alias-rollout" },
-      alias.rollout ? el("a", { href: `#rollout-${alias.rollout}` }, text(alias.rollout)) : DASH),
+      alias.rollout ? el("a", { href: `#rollout-${rolloutId(alias)}` }, text(rolloutId(alias))) : DASH),
     el("td", { class: "actions" }, el("button", {
       class: "ghost small", "data-testid": "alias-history-toggle", "aria-expanded": open ? "true" : "false",
       "aria-controls": historyId(alias.name), onclick: () => toggle(alias.name) }, open ? "Hide history" : "History")));
@@ -66,7 +71,7 @@ export async function refreshAliases({ quiet = false } = {}) {
       ? api("GET", `/aliases/${encodeURIComponent(a.name)}/history?limit=${HISTORY_LIMIT}`).catch((err) => err) : null)));
     const slots = aliases.filter((a) => a.rollout).map((a) => {
       const slot = el("div", { class: "rollout-slot", hidden: true });
-      return [slot, showRollout(slot, a.rollout)];
+      return [slot, showRollout(slot, rolloutId(a))];
     });
     await Promise.all(slots.map(([, shown]) => shown));
     if (mine !== ticket) return;  // a newer refresh won

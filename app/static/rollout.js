@@ -31,7 +31,7 @@ export function armsOf(rollout) {
 }
 
 function armRow(name, a) {
-  const ci = bounds(a.acceptance_ci ?? a.ci);
+  const ci = bounds(a.metric_ci ?? a.acceptance_ci ?? a.ci);
   return el("tr", { "data-testid": "rollout-arm", dataset: { arm: text(name) } },
     el("th", { scope: "row" }, text(name)),
     el("td", {}, text(a.model)),

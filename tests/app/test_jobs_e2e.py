@@ -94,6 +94,10 @@ def test_full_lifecycle_trains_registers_activates_and_predictions_change(make_s
         # the previous model stays registered for rollback
         assert c.post("/models/default/activate").status_code == 200
         assert c.post("/predict", json={"start": 7}).json()["sequence"] == [7, 2, 8, 4, 3]
+        refused = c.delete(f"/models/{model_id}")  # the rollback left it as `previous`
+        assert refused.status_code == 409 and "previous" in refused.json()["message"]
+        assert c.get("/aliases/previous").json()["model"] == model_id
+        assert c.delete("/aliases/previous").status_code == 204
         assert c.delete(f"/models/{model_id}").status_code == 204
         assert c.get(f"/models/{model_id}").status_code == 404
         assert not list(srv.data_dir.rglob("*.pt"))  # checkpoints live in the database, beside their rows
