@@ -72,6 +72,9 @@ class Catalogue:
             except storage.Conflict as exc:
                 self.broken[model_id] = str(exc)
                 log.error("shipped model %s is not registered: %s", model_id, exc)
+                continue
+            if model_id == self.default_model:
+                self.store.set_default(model_id)
 
     def pointer(self) -> tuple[str | None, int]:
         """(the model the pointer names, or None before any activation; its version)."""

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import clock
 from .engine import is_postgres, read, write
 from .errors import Conflict, NotFound
-from .schema import active_model, alias_history, aliases, models, rollouts
+from .schema import active_model, alias_history, aliases, meta, models, rollouts
 
 NOTIFY_CHANNEL = "seq2seq_active"
 PRODUCTION = "production"
@@ -132,11 +132,32 @@ def activate_in(conn: Connection, model_id: str, *, actor: str = "api", reason: 
     now = clock.iso(clock.db_now(conn))
     conn.execute(sa.update(active_model).where(active_model.c.id == 1)
                  .values(model_id=model_id, version=version, changed_at=now))
-    _record(conn, PRODUCTION, version, now, model_id, current, reason, actor)
-    if current is not None and current != model_id:
-        _set(conn, PREVIOUS, current, now, reason=f"production moved from {current!r} to {model_id!r}", actor=actor)
+    served = current if current is not None else serving_default(conn)  # before any activation: the default
+    _record(conn, PRODUCTION, version, now, model_id, served, reason, actor)
+    if served is not None and served != model_id:
+        _set(conn, PREVIOUS, served, now, reason=f"production moved from {served!r} to {model_id!r}", actor=actor)
     _notify(conn, {"model_id": model_id, "version": version})
     return version
+
+
+DEFAULT_ROW = "default_model"  # storage_meta: the shipped model production means before any activation
+
+
+def set_serving_default(conn: Connection, model_id: str) -> None:
+    """Remember which model an unset pointer serves (SEQ2SEQ_DEFAULT_MODEL, once it is registered), so the
+    first activation can name it as `previous`."""
+    if conn.execute(sa.select(meta.c.value).where(meta.c.key == DEFAULT_ROW)).scalar() == model_id:
+        return
+    conn.execute(sa.delete(meta).where(meta.c.key == DEFAULT_ROW))
+    conn.execute(sa.insert(meta).values(key=DEFAULT_ROW, value=model_id))
+
+
+def serving_default(conn: Connection) -> str | None:
+    """The registered model an unset pointer serves, or None if unknown or no longer registered."""
+    model_id = conn.execute(sa.select(meta.c.value).where(meta.c.key == DEFAULT_ROW)).scalar()
+    if model_id is None or conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first() is None:
+        return None
+    return model_id
 
 
 def move_in(conn: Connection, name: str, model_id: str, *, expected_generation: int | None = None,

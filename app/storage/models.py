@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .aliases import RESERVED, activate_in, lock_pointer, referencing
+from .aliases import RESERVED, activate_in, lock_pointer, referencing, set_serving_default
 from .checkpoints import check_sha256, verify_checkpoint
 from .engine import read, write
 from .errors import Conflict, IntegrityFailure, NotFound
@@ -111,6 +111,12 @@ class ModelStore:
             row = conn.execute(sa.select(active_model.c.model_id, active_model.c.version)
                                .where(active_model.c.id == 1)).one()
         return row.model_id, row.version
+
+    def set_default(self, model_id: str) -> None:
+        """The model an unset pointer serves (the service's default), so production's first move records it as
+        `previous`."""
+        with write(self.engine) as conn:
+            set_serving_default(conn, model_id)
 
     def count_trained(self) -> int:
         with read(self.engine) as conn:

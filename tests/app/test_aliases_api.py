@@ -31,7 +31,7 @@ def test_production_is_the_active_model_both_ways_and_previous_follows(make_clie
     assert c.post("/models/alt/activate").status_code == 200  # the old way moves production
     production = alias(c, "production")
     assert (production["model"], production["generation"]) == ("alt", 1)
-    assert c.get("/aliases/previous").status_code == 404  # the pointer was unset: nothing to go back to
+    assert alias(c, "previous")["model"] == "default"  # the unset pointer served the default: it is what to go back to
     moved = c.put("/aliases/production", json={"model": "default", "expected_generation": 1, "reason": "back"})
     assert moved.status_code == 200, moved.text  # the new way moves the active model
     assert moved.json()["model"] == "default" and moved.json()["generation"] == 2
@@ -40,7 +40,7 @@ def test_production_is_the_active_model_both_ways_and_previous_follows(make_clie
     assert alias(c, "previous")["model"] == "alt"
     history = c.get("/aliases/production/history").json()
     assert [(h["generation"], h["model"], h["previous"], h["reason"], h["actor"]) for h in history] == [
-        (2, "default", "alt", "back", "api"), (1, "alt", None, None, "api"),
+        (2, "default", "alt", "back", "api"), (1, "alt", "default", None, "api"),
         (0, "default", None, "the service's default model, before any activation", "service")]
     assert c.get("/models/default").json()["aliases"] == ["production"]
     assert c.get("/models/alt").json()["aliases"] == ["previous"]
