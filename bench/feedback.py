@@ -33,6 +33,7 @@ from common import median, write
 from load import cache_counts, lua_script, ours_env, run_wrk, serving, summary
 
 RATIO_TARGET = 0.95
+IDLE_REUSE_S = 4.0
 P99_TARGET_MS = 50.0
 CASES = [  # name, cache, requests
     ("topk_k5_distinct_prefixes_cache_off", False, "distinct"),
@@ -117,12 +118,16 @@ class Connections:
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened = 0
 
     async def post(self, path: str, body: bytes) -> int:
+        # Like any pooling client, never reuse a connection idle for longer than the server keeps one open
+        # (SEQ2SEQ_KEEP_ALIVE_S, 5 s): the server may be closing it as the request is written.
+        while self.idle and time.monotonic() - self.idle[-1][2] > IDLE_REUSE_S:
+            self.idle.pop()[1].close()
         if self.idle:
-            reader, writer = self.idle.pop()
+            reader, writer, _ = self.idle.pop()
         else:
             reader, writer = await asyncio.open_connection(self.host, self.port)
             self.opened += 1
@@ -132,11 +137,11 @@ class Connections:
         status = int(head[9:12])
         length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
         await reader.readexactly(length)
-        self.idle.append((reader, writer))
+        self.idle.append((reader, writer, time.monotonic()))
         return status
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
 
 
