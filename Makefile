@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 HOST ?= 0.0.0.0
+# The suite mostly waits on real servers, databases and browsers: two processes halve its time on 2 cores.
+TEST_WORKERS ?= 2
 PORT ?= 8000
 
 .PHONY: install browser postgres nginx test run worker migrate train-default bench screenshots docker-smoke clean
@@ -43,7 +45,7 @@ nginx:
 test: install browser postgres nginx
 	$(BIN)/ruff check model app bench tests docs
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 run: install
 	SEQ2SEQ_HOST=$(HOST) SEQ2SEQ_PORT=$(PORT) $(BIN)/python -m app

@@ -110,8 +110,9 @@ def test_a_candidate_users_accept_more_is_stepped_up_then_promoted(make_client, 
     arms = view["arms"]
     assert arms["candidate"]["acceptance_rate"] == 1.0 and arms["control"]["acceptance_rate"] == 0.0
     assert arms["candidate"]["metric_ci"][0] > arms["control"]["metric_ci"][1]
-    after = c.get("/topk", params={"start": 7, "session": "user-1"}).json()
-    assert "rollout" not in after and after["model"] == "alt"
+    # the process follows the promotion like any move of production: within a second, not at once
+    poll(lambda: "rollout" not in (after := c.get("/topk", params={"start": 7, "session": "user-1"}).json())
+         and after["model"] == "alt", 5, message="the promoted candidate to serve everyone")
     live = poll(lambda: (lv := c.get("/models/alt").json()["live"])["requests"] >= arms["candidate"]["requests"] and lv,
                 5, message="the model's live counters")
     assert live["accepted"] == live["impressions_with_feedback"] > 0 and live["p99_ms"] is not None
