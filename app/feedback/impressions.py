@@ -33,10 +33,13 @@ from dataclasses import dataclass
 VERSION = 1
 VERSION_TAGGED = 2
 ARMS = ("control", "candidate", "shadow")  # the tag's arm byte; "shadow": served by the control, sampled for the shadow
-MAC_BYTES = 16
-DIGEST_BYTES = 8
-NONCE_BYTES = 8
-_HEAD = struct.Struct(">BIQ")  # version, issued, nonce
+# Sized for what each part must resist, since every /topk answer carries the token: a 96-bit MAC (forgery), a 32-bit
+# digest per suggestion (it only has to tell the k suggestions of one signed answer apart, and claiming an
+# unseen sequence needs a 2^-32 match), a 32-bit nonce (with the second and the session, tells repeats apart).
+MAC_BYTES = 12
+DIGEST_BYTES = 4
+NONCE_BYTES = 4
+_HEAD = struct.Struct(">BII")  # version, issued, nonce
 _TOKENS = {n: struct.Struct(f">{n}H") for n in range(0, 256)}
 
 
@@ -108,7 +111,7 @@ class Signer:
         """The token's ASCII bytes, ready to splice into a JSON answer; with a rollout tag (rollout_tag), version 2."""
         session = session or b""
         payload = (_HEAD.pack(VERSION if tag is None else VERSION_TAGGED, int(time.time() if now is None else now),
-                              random.getrandbits(64))
+                              random.getrandbits(8 * NONCE_BYTES))
                    + bytes((len(session),)) + session + (b"" if tag is None else bytes((len(tag),)) + tag) + facts)
         mac = self._mac.copy()
         mac.update(payload)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from app.feedback.impressions import Expired, Forged, Signer, encoded_length, facts, rollout_tag
+from app.feedback.impressions import MAC_BYTES, Expired, Forged, Signer, encoded_length, facts, rollout_tag
 
 KEY = b"k" * 32
 SUGGESTIONS = [[7, 2, 8, 4, 3], [7, 6, 5, 2, 8], [7, 9, 1, 2, 4]]
@@ -20,7 +20,7 @@ def test_a_token_carries_model_prefix_k_session_time_and_the_suggestions():
     assert (found.model, found.prefix, found.k, found.session, found.issued) == ("default", (7,), 3, "user-1", 1_000_000)
     assert [found.rank_of(s) for s in SUGGESTIONS] == [1, 2, 3]
     assert found.rank_of([7, 1, 1, 1, 1]) is None
-    assert len(found.id) == 32
+    assert len(found.id) == 2 * MAC_BYTES
 
 
 def test_two_tokens_for_the_same_answer_are_two_impressions():
