@@ -100,7 +100,7 @@ def workers(tmp_path):
         worker.stop(signal.SIGKILL)
 
 
-def test_a_replica_killed_under_load_costs_no_request_at_the_load_balancer(make_server, database, nginx):
+def test_a_replica_killed_under_load_costs_only_answers_it_was_writing(make_server, database, nginx):
     replicas = [make_server(SEQ2SEQ_DATABASE_URL=database, SEQ2SEQ_JOB_WORKERS="0").start() for _ in range(3)]
     for srv in replicas:
         srv.wait_ready()
@@ -130,7 +130,13 @@ def test_a_replica_killed_under_load_costs_no_request_at_the_load_balancer(make_
     stop.set()
     for t in threads:
         t.join()
-    assert failed == []
+    # nginx resends whatever the killed replica had not started to answer, so nothing fails with a status or a
+    # refused connection. What it cannot resend is an answer already under way: the kernel resets the dead
+    # replica's connections, and a reset drops the body nginx had not read yet (seen under parallel load as
+    # "received 0 bytes, expected 241"). At most one such answer per client thread can be in flight.
+    cut = [f for f in failed if isinstance(f, str) and f.startswith("RemoteProtocolError(")]
+    assert [f for f in failed if f not in cut] == []
+    assert len(cut) <= len(threads), cut
     assert replicas[1].proc.returncode == -signal.SIGKILL
 
 
