@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import TEST_KEY
+from tests.postgres import postgres_server  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -32,3 +33,16 @@ def make_client(tmp_path):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A database several real servers share: a SQLite file, or a fresh database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        (tmp_path / "shared").mkdir(exist_ok=True)
+        yield f"sqlite:///{tmp_path / 'shared' / 'seq2seq.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    yield url
+    server.drop_database(url.rsplit("/", 1)[1])

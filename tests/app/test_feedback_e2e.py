@@ -11,21 +11,6 @@ import pytest
 
 from app import storage
 from tests.conftest import poll
-from tests.postgres import postgres_server  # noqa: F401  (fixture)
-
-ENGINES = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=ENGINES)
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        (tmp_path / "shared").mkdir()
-        yield f"sqlite:///{tmp_path / 'shared' / 'seq2seq.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    url = server.create_database()
-    yield url
-    server.drop_database(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,6 @@ from app import storage
 from app.registry import info_of
 from model import checkpoint
 from tests.conftest import WEIGHTS, poll
-from tests.postgres import postgres_server  # noqa: F401  (fixture)
-
-ENGINES = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=ENGINES)
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared' / 'seq2seq.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    url = server.create_database()
-    yield url
-    server.drop_database(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture

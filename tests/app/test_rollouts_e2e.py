@@ -6,23 +6,8 @@ from __future__ import annotations
 import itertools
 
 import httpx
-import pytest
 
 from tests.conftest import poll
-from tests.postgres import postgres_server  # noqa: F401  (fixture)
-
-ENGINES = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=ENGINES)
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared' / 'seq2seq.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    url = server.create_database()
-    yield url
-    server.drop_database(url.rsplit("/", 1)[1])
 
 FAST = {"SEQ2SEQ_ROLLOUT_DECIDE_S": "0.1", "SEQ2SEQ_LIVE_FLUSH_S": "0.2"}
 

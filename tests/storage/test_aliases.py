@@ -3,14 +3,12 @@ expected generation: one wins), the history and what an alias named at a time, p
 (every move recorded with its actor, `previous` following), the refusals, and a watcher that follows moves."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from app.storage import ActiveWatcher, AliasStore, Conflict, NotFound, StaleGeneration, make_engine
+from app.storage import ActiveWatcher, AliasStore, Conflict, NotFound, StaleGeneration
 from app.storage.clock import db_now, iso
 from tests.postgres import poll
-from tests.storage.helpers import new_job, register
+from tests.storage.helpers import new_job, race, register
 
 
 def now(storage) -> str:
@@ -51,26 +49,8 @@ def test_moves_are_compare_and_swap_on_the_generation(three):
 
 def test_two_moves_with_the_same_expected_generation_one_wins(three, storage_url):
     three.aliases.move("champion", "m-0")
-    engines = [make_engine(storage_url) for _ in range(2)]  # two processes' worth of connections
-    barrier = threading.Barrier(2)
-    results: list[object] = [None, None]
-
-    def move(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = AliasStore(engines[i]).move("champion", f"m-{i + 1}", expected_generation=1)
-        except StaleGeneration as exc:
-            results[i] = exc
-
-    try:
-        threads = [threading.Thread(target=move, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    finally:
-        for engine in engines:
-            engine.dispose()
+    results = race(storage_url, lambda engine, i: AliasStore(engine).move("champion", f"m-{i + 1}",
+                                                                          expected_generation=1))
     won = [r for r in results if not isinstance(r, StaleGeneration)]
     lost = [r for r in results if isinstance(r, StaleGeneration)]
     assert len(won) == 1 and len(lost) == 1, results

@@ -2,12 +2,11 @@
 replicas add to, a decision applied once when two processes decide at once, and the promotion's alias move."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from app.storage import Conflict, NotFound, Outcome, RolloutStore, make_engine
+from app.storage import Conflict, NotFound, Outcome, RolloutStore
 from app.storage.aliases import UnderRollout
+from tests.storage import helpers
 from tests.storage.helpers import register
 
 
@@ -26,27 +25,7 @@ def start(store: RolloutStore, candidate: str = "m-1", alias: str = "production"
 
 def race(storage_url: str, work) -> list[object]:
     """work(store) on two engines (two processes' worth of connections) at the same moment."""
-    engines = [make_engine(storage_url) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    results: list[object] = [None, None]
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(RolloutStore(engines[i]))
-        except Exception as exc:
-            results[i] = exc
-
-    try:
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    finally:
-        for engine in engines:
-            engine.dispose()
-    return results
+    return helpers.race(storage_url, lambda engine, _: work(RolloutStore(engine)))
 
 
 def test_one_running_rollout_per_alias_even_when_two_starts_race(three, storage_url):
