@@ -269,9 +269,12 @@ def test_prometheus_scrapes_the_service_and_a_training_worker(make_server, worke
 
     # Both /metrics pass promtool's lint, and expose nothing app/metrics.py does not declare.
     exported = exported_names()
-    for text in (httpx.get(f"{srv.url}/metrics").text, httpx.get(worker_url).text):
+    api_text, worker_text = httpx.get(f"{srv.url}/metrics").text, httpx.get(worker_url).text
+    for text in (api_text, worker_text):
         promtool_check(text)
         assert {name for name, _ in samples(text)} <= exported
+    assert not any(name.startswith("seq2seq_worker_") for name, _ in samples(api_text))  # it trains nothing
+    assert all(name.startswith("seq2seq_worker_") for name, _ in samples(worker_text))
 
     # Every dashboard expression is PromQL this Prometheus accepts; the request panels have data once the counters
     # have grown under its eyes (a series' first value is no increase to rate()).
@@ -289,3 +292,24 @@ def test_prometheus_scrapes_the_service_and_a_training_worker(make_server, worke
             timed = {series["metric"]["route"] for series in result if math.isfinite(float(series["value"][1]))}
             assert timed >= {"/predict", "/topk"}, result
     assert worker.stop() == 0
+
+
+def test_a_serving_instance_that_trains_exports_its_runners_figures_in_its_own_metrics(make_server):
+    """SEQ2SEQ_JOB_WORKERS > 0: no second port, the runner's series join /metrics; a job that succeeds is counted."""
+    srv = make_server().start()
+    srv.wait_ready()
+    with srv.client() as c:
+        job = c.post("/jobs", json={"dataset": {"generator": "random"}, "training": {"steps": 200}}).json()
+        done = poll(lambda: (j := c.get(f"/jobs/{job['id']}").json())["status"] in ("succeeded", "failed") and j,
+                    120, 0.2, "the job to end")
+        assert done["status"] == "succeeded", done
+        text = c.get("/metrics").text
+    figures = samples(text)
+    assert figures[("seq2seq_worker_jobs_finished_total", frozenset({("outcome", "succeeded")}))] == 1
+    assert figures[("seq2seq_worker_jobs_finished_total", frozenset({("outcome", "failed")}))] == 0
+    assert figures[("seq2seq_worker_steps_total", frozenset())] == done["progress"]["step"] > 0
+    assert figures[("seq2seq_worker_jobs_running", frozenset())] == 0
+    assert figures[("seq2seq_worker_slots", frozenset())] == 1
+    assert figures[("seq2seq_jobs", frozenset({("status", "succeeded")}))] == 1
+    if PROMTOOL is not None:
+        promtool_check(text)
