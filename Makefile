@@ -12,7 +12,7 @@ HOST ?= 0.0.0.0
 TEST_WORKERS ?= 2
 PORT ?= 8000
 
-.PHONY: install browser postgres nginx test run worker migrate train-default bench screenshots docker-smoke clean
+.PHONY: install browser postgres nginx prometheus test run worker migrate train-default bench screenshots docker-smoke clean
 
 install: $(STAMP)
 
@@ -42,7 +42,13 @@ nginx:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } \
 		|| echo "warning: could not install nginx; the load-balancer tests will be skipped"
 
-test: install browser postgres nginx
+# The monitoring tests scrape a live server and worker with Debian's prometheus and lint /metrics with its promtool.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || { echo "installing Debian's prometheus for the monitoring tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+		|| echo "warning: could not install prometheus; the Prometheus tests will be skipped"
+
+test: install browser postgres nginx prometheus
 	$(BIN)/ruff check model app bench tests docs
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)

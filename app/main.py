@@ -31,7 +31,7 @@ from .http.middleware import ServiceMiddleware
 from .http.routes import aliases, feedback, health, inference, jobs, models, pages, rollouts
 from .inference.engine import Engine
 from .jobs import JobService, build_runner
-from .metrics import Metrics
+from .metrics import Metrics, WorkerMetrics
 from .registry import Registry
 from .rollouts.service import Rollouts
 from .security import ManagedRoutes, resolve_key
@@ -194,7 +194,8 @@ async def _run_jobs(settings: Settings, store: storage.Storage, device: devices.
     """Run the job runner once this process holds the instance's runner lock; until then, try again now and then."""
     while (fd := try_lock(settings.data_dir / RUNNER_LOCK)) is None:
         await asyncio.sleep(RUNNER_RETRY_S)
-    runner = build_runner(settings, store, device, on_activated=registry.follow, on_change=service.changed)
+    runner = build_runner(settings, store, device, on_activated=registry.follow, on_change=service.changed,
+                          metrics=WorkerMetrics(service.metrics.registry))  # the runner's figures join /metrics
     service.runner = runner
     await runner.start()
     try:

@@ -1,4 +1,7 @@
-"""Prometheus metrics: requests and latency per route and status, batch sizes, cache hits, the active model."""
+"""Prometheus metrics: the service's (requests and latency per route and status and per model, batch sizes, cache
+hits, the active model, jobs, rollouts) and a job runner's (WorkerMetrics: jobs running, steps, lease renewals,
+outcomes), which a serving instance adds to its /metrics and a dedicated worker serves on its own port.
+deploy/grafana-dashboard.json is drawn over these names; tests/test_monitoring.py checks it names no other."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
@@ -40,6 +43,13 @@ class Metrics:
         self.rollout_percent = Gauge("seq2seq_rollout_percent", "The running rollout's share of traffic to the "
                                      "candidate", registry=r)
         self._arms: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        # Per model: the inference routes count a request under the model that answered it, never under a name a
+        # client made up (an unknown model's 404 counts for none), so the models registered bound the labels.
+        self.model_requests = Counter("seq2seq_model_requests", "Inference requests by the model that served them "
+                                      "and status class", ["model", "status"], registry=r)
+        self.model_latency = Histogram("seq2seq_model_request_seconds", "Inference latency by the model that served "
+                                       "it", ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self._models: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
         """Count a request. Its labels come from closed sets, so the children are kept: a labels() lookup per
@@ -59,6 +69,14 @@ class Metrics:
         series[0].inc()
         series[1].observe(seconds)
 
+    def observe_model(self, model_id: str, status: int, seconds: float) -> None:
+        key = (model_id, f"{status // 100}xx")
+        series = self._models.get(key)
+        if series is None:
+            series = self._models[key] = (self.model_requests.labels(*key), self.model_latency.labels(model_id))
+        series[0].inc()
+        series[1].observe(seconds)
+
     def observe_arm_feedback(self, arm: str, accepted: bool) -> None:
         self.arm_feedback.labels(arm, "accepted" if accepted else "not_accepted").inc()
 
@@ -66,6 +84,38 @@ class Metrics:
         self.active_model.clear()
         if model_id is not None:
             self.active_model.labels(model_id).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class WorkerMetrics:
+    """A job runner's figures. A serving instance that trains registers them beside its own (one /metrics); a
+    dedicated worker (`python -m app.worker`) in a registry of its own, served on SEQ2SEQ_WORKER_METRICS_PORT.
+    Every outcome's and renewal result's series exists from the start at 0, so a rate over them is never empty."""
+
+    OUTCOMES = ("succeeded", "failed", "cancelled", "stalled", "lost", "unwritten", "handed_back")
+    RENEWALS = ("renewed", "lost", "error")
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        self.running = Gauge("seq2seq_worker_jobs_running", "Jobs this runner is training now", registry=r)
+        self.slots = Gauge("seq2seq_worker_slots", "Jobs this runner trains at once (SEQ2SEQ_JOB_WORKERS)",
+                           registry=r)
+        self.claimed = Counter("seq2seq_worker_jobs_claimed", "Jobs this runner claimed from the queue", registry=r)
+        self.steps = Counter("seq2seq_worker_steps", "Training steps its jobs reported (rate(): steps per second)",
+                             registry=r)
+        self.renewals = Counter("seq2seq_worker_lease_renewals", "Lease renewals by result: renewed; lost (the job "
+                                "is no longer this runner's); error (the database did not answer)", ["result"],
+                                registry=r)
+        self.finished = Counter("seq2seq_worker_jobs_finished", "Jobs this runner ended, by outcome: succeeded, "
+                                "failed, cancelled, stalled (no progress: retried or failed), lost (its lease), "
+                                "unwritten (the database stayed away: the job runs again), handed_back (the runner "
+                                "stopped)", ["outcome"], registry=r)
+        for outcome in self.OUTCOMES:
+            self.finished.labels(outcome)
+        for result in self.RENEWALS:
+            self.renewals.labels(result)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

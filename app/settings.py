@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     job_threads: int = Field(1, ge=1, description="torch threads of each training process")
     job_standby: bool = Field(False, description="keep one warmed-up training process waiting: jobs start about 3 s "
                                                  "sooner, for ~300 MB and a few seconds of background CPU after each job")
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535, description="a dedicated worker (`python -m "
+                                            "app.worker`) serves its Prometheus metrics on this port, on "
+                                            "SEQ2SEQ_HOST; unset: none (a serving instance's runner is in its "
+                                            "/metrics)")
     # Limits that keep one request, one job or one client from taking the service down.
     decode_budget: int = Field(2_000_000_000, ge=1_000_000, description="multiply-adds one prefix's top-k may cost "
                                "(0.1-0.4 s of one core, off the event loop); past it a narrower beam, or 422 if even "

@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-process app (ASGI client, lifespan run) and real uvicorn server processes."""
+"""Shared fixtures: an in-process app (ASGI client, lifespan run), real uvicorn server processes and real training
+workers (`python -m app.worker`)."""
 from __future__ import annotations
 
 import os
@@ -102,6 +103,41 @@ class Server:
     def client(self, **kw) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         return httpx.Client(base_url=self.url, timeout=30, headers={**headers, **kw.pop("headers", {})}, **kw)
+
+
+class Worker:
+    """A real `python -m app.worker` process on the shared database."""
+
+    def __init__(self, directory: Path, url: str, **env: str):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.log = directory / "worker.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.worker"], cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, "SEQ2SEQ_DATABASE_URL": url, "SEQ2SEQ_DATA_DIR": str(directory),
+                 "SEQ2SEQ_DEVICE": "cpu", "SEQ2SEQ_LOG_LEVEL": "info", **env})
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture
+def workers(tmp_path):
+    started: list[Worker] = []
+
+    def make(url: str, **env) -> Worker:
+        worker = Worker(tmp_path / f"worker{len(started)}", url, **env)
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

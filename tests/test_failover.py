@@ -4,7 +4,6 @@ dies, or the database restarts, and no request, job or model is lost."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import signal
 import socket
@@ -63,41 +62,6 @@ def nginx(tmp_path):
     for proc in procs:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-class Worker:
-    """A real `python -m app.worker` process on the shared database."""
-
-    def __init__(self, directory: Path, url: str, **env: str):
-        directory.mkdir(parents=True, exist_ok=True)
-        self.log = directory / "worker.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.worker"], cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-            env={**os.environ, "SEQ2SEQ_DATABASE_URL": url, "SEQ2SEQ_DATA_DIR": str(directory),
-                 "SEQ2SEQ_DEVICE": "cpu", "SEQ2SEQ_LOG_LEVEL": "info", **env})
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
-@pytest.fixture
-def workers(tmp_path):
-    started: list[Worker] = []
-
-    def make(url: str, **env) -> Worker:
-        worker = Worker(tmp_path / f"worker{len(started)}", url, **env)
-        started.append(worker)
-        return worker
-
-    yield make
-    for worker in started:
-        worker.stop(signal.SIGKILL)
 
 
 def test_a_replica_killed_under_load_costs_only_answers_it_was_writing(make_server, database, nginx):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import storage
 from ..device import Device
+from ..metrics import WorkerMetrics
 from .launcher import Launcher
 from .registration import Registration
 from .supervisor import Limits, Supervisor
@@ -31,8 +32,10 @@ log = logging.getLogger("seq2seq.jobs")
 class JobRunner:
     def __init__(self, store: storage.Storage, device: Device, *, slots: int, lease_s: float, threads: int = 1,
                  default_model: str = "default", standby: bool = False, limits: Limits | None = None,
-                 on_activated: Callable[[str, int], None] | None = None, on_change: Callable[[], None] | None = None):
-        """limits: the supervisor's deadlines and caps; its lease_s is `lease_s`."""
+                 on_activated: Callable[[str, int], None] | None = None, on_change: Callable[[], None] | None = None,
+                 metrics: WorkerMetrics | None = None):
+        """limits: the supervisor's deadlines and caps; its lease_s is `lease_s`. metrics: where its figures go (a
+        registry nobody reads when not given)."""
         self.store = store
         self.slots = slots
         self.lease_s = lease_s
@@ -43,9 +46,12 @@ class JobRunner:
         self._workdir = Path(tempfile.mkdtemp(prefix="seq2seq-runs-"))
         self._launcher = Launcher(standby)
         registration = Registration(store, default_model, limits.lock_wait_s, on_activated)
+        self.metrics = metrics or WorkerMetrics()
         self._supervisor = Supervisor(store, self.owner, limits, self._launcher, self._workdir, device, threads,
-                                      registration, self.on_change)
+                                      registration, self.on_change, self.metrics)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self.metrics.slots.set(slots)
+        self.metrics.running.set_function(lambda: len(self._running))
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -95,6 +101,7 @@ class JobRunner:
                     if job is None:
                         break
                     self._last_contact = time.monotonic()
+                    self.metrics.claimed.inc()
                     self._running[job.id] = asyncio.get_running_loop().create_task(self._run(job), name=job.id)
                     self.on_change()
             except asyncio.CancelledError:

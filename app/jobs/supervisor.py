@@ -23,6 +23,7 @@ from model.training import Progress, record_point
 
 from .. import storage
 from ..device import Device
+from ..metrics import WorkerMetrics
 from .launcher import Launcher, TrainingProcess
 from .progress import JobProgress
 from .protocol import ProtocolError, Result, RunSpec, decode
@@ -82,7 +83,8 @@ class Live:
 
 class Supervisor:
     def __init__(self, store: storage.Storage, owner: str, limits: Limits, launcher: Launcher, workdir: Path,
-                 device: Device, threads: int, registration: Registration, on_change: Callable[[], None]):
+                 device: Device, threads: int, registration: Registration, on_change: Callable[[], None],
+                 metrics: WorkerMetrics):
         self.store = store
         self.owner = owner
         self.limits = limits
@@ -92,6 +94,7 @@ class Supervisor:
         self.threads = threads
         self.registration = registration
         self.on_change = on_change
+        self.metrics = metrics
 
     async def run(self, job: storage.JobRow) -> None:
         """Train the job to its outcome. Cancelled (the runner is stopping): the job goes back to the queue."""
@@ -115,6 +118,7 @@ class Supervisor:
             stderr = (await stderr_task)[-2000:]
             code = child.proc.returncode
             if live.lost:
+                self.metrics.finished.labels("lost").inc()
                 log.warning("job %s: lease lost; its process was stopped and nothing was written", job.id)
             elif live.cancelled:
                 await self._end(lease, live, "cancelled", live.outcome())
@@ -127,12 +131,14 @@ class Supervisor:
             else:
                 await self._end(lease, live, "cancelled", {**live.outcome(), "history": result.history})
         except asyncio.CancelledError:  # the runner is stopping: hand the job back
+            self.metrics.finished.labels("handed_back").inc()
             if live.child is not None:
                 await live.child.kill()
             await asyncio.to_thread(self._release, lease)
             raise
         except Exception as exc:
             if storage.transient(exc):  # the database stayed away: the lease expires and the job runs again
+                self.metrics.finished.labels("unwritten").inc()
                 log.error("job %s: its outcome could not be written (%s); its lease will expire and it will be "
                           "retried", job.id, _short(exc))
             else:  # a bug must not leave the job running forever; its text (SQL included) stays in the log
@@ -172,6 +178,7 @@ class Supervisor:
             if isinstance(message, Result):
                 result = message
                 continue
+            self.metrics.steps.inc(max(0, message.step - (live.progress.step if live.progress else 0)))
             live.report(message)
             if time.monotonic() - last_flush > FLUSH_EVERY_S and live.progress is not None and live.flush is None:
                 last_flush = time.monotonic()
@@ -198,9 +205,12 @@ class Supervisor:
             await asyncio.sleep(self.limits.lease_s / 4)
             try:
                 if not await asyncio.to_thread(self.store.jobs.renew, lease, self.limits.lease_s):
+                    self.metrics.renewals.labels("lost").inc()
                     live.lose()
                     return
+                self.metrics.renewals.labels("renewed").inc()
             except Exception as exc:  # the database is away: the lease decides, keep training meanwhile
+                self.metrics.renewals.labels("error").inc()
                 log.warning("job %s: lease not renewed (%s)", lease.job_id, _short(exc))
 
     async def _watch(self, lease: storage.Lease, child: TrainingProcess, live: Live) -> None:
@@ -246,7 +256,9 @@ class Supervisor:
         try:
             await self.registration.register(lease, job.model_id, run, result, outcome, compared,
                                              lambda write: self._persist(lease, live, write))
+            self.metrics.finished.labels("succeeded").inc()
         except storage.LeaseLost:
+            self.metrics.finished.labels("lost").inc()
             log.warning("job %s: lease lost before its model was registered; nothing was written", job.id)
         except NotRegistered as exc:
             await self._end(lease, live, "failed", {
@@ -257,14 +269,19 @@ class Supervisor:
                  "(SEQ2SEQ_JOB_PROGRESS_TIMEOUT_S) and was stopped")
         status = await self._persist(lease, live, lambda: self.store.jobs.retry_or_fail(
             lease, error, live.outcome(), lock_wait_s=self.limits.lock_wait_s))
+        self.metrics.finished.labels("stalled").inc()
         log.warning("job %s: %s; it is now %s", lease.job_id, error, status or "not this runner's")
 
     async def _end(self, lease: storage.Lease, live: Live, status: str, outcome: storage.JobOutcome) -> None:
         try:
             if not await self._persist(lease, live, lambda: self.store.jobs.finish(
                     lease, status, outcome, lock_wait_s=self.limits.lock_wait_s)):
+                self.metrics.finished.labels("lost").inc()
                 log.warning("job %s: lease lost; its %s outcome was not written", lease.job_id, status)
+            else:
+                self.metrics.finished.labels(status).inc()
         except Exception as exc:  # the lease will expire and another runner will requeue it
+            self.metrics.finished.labels("unwritten").inc()
             log.error("job %s: its %s outcome could not be written (%s)", lease.job_id, status, _short(exc))
         error = outcome.get("error")
         log.info("job %s %s%s", lease.job_id, status, f": {error}" if error else "")

@@ -207,6 +207,8 @@ class Rollouts:
             subjects.append(live.arm_subject(served.rollout.id, served.rollout.step, arm))
         self.live.request(subjects, status >= 500, seconds)
         self.metrics.observe_arm(arm, status, seconds)
+        if model_id is not None:
+            self.metrics.observe_model(model_id, status, seconds)
 
     def feedback(self, events: list[FeedbackEvent]) -> None:
         """Events just recorded (new ones only): counted per model, per arm, and scored for a shadow."""
