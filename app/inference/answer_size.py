@@ -77,7 +77,8 @@ def oip_tensor(elements: int, binary: bool, json_element: int, binary_element: i
     return OIP_OUTPUT + (elements * binary_element if binary else len(',"data":[]') + elements * (json_element + 1))
 
 
-def oip(config: ModelConfig, name: str, model_id: str, rows: int, k: int, outputs: Iterable[tuple[str, bool]],
+@lru_cache(maxsize=4096)
+def oip(config: ModelConfig, name: str, model_id: str, rows: int, k: int, outputs: tuple[tuple[str, bool], ...],
         request_id: int, impression: int) -> int:
     """An Open Inference Protocol answer (app.http.oip): its JSON head, then each output asked for, as JSON or as
     binary (Triton's extension): `sequence` INT64 [rows, seq_length], `probability` FP32 [rows], `topk_sequences`

@@ -61,7 +61,11 @@ def check_prefix(field: str, prefix: list[int], loaded: LoadedModel) -> None:
 
 
 def check_prefixes(prefixes: list[list[int]], loaded: LoadedModel, field: str = "prefixes") -> None:
-    found = decoding.first_error(prefixes, loaded.config)
+    if len(prefixes) == 1:  # the plain rule: cheaper for one prefix than the tensors first_error builds
+        problem = decoding.prefix_error(prefixes[0], loaded.config)
+        found = None if problem is None else (0, problem)
+    else:
+        found = decoding.first_error(prefixes, loaded.config)
     if found is not None:
         raise InvalidInput(f"{field}[{found[0]}]", f"{found[1]} (model {loaded.id!r})")
 
@@ -197,7 +201,8 @@ class Engine:
         check_prefixes(prefixes, loaded, field)
         want_attention = attention and loaded.config.attention
         keys: list[CacheKey] = [PredictKey(loaded.id, tuple(p), want_attention) for p in prefixes]
-        work = decoding.greedy_cost(loaded.config, [len(p) for p in prefixes]).work
+        work = _greedy_work(loaded.config, len(prefixes[0])) if len(prefixes) == 1 else \
+            decoding.greedy_cost(loaded.config, [len(p) for p in prefixes]).work
         if work > self.decode_budget:
             raise InvalidInput(field, f"greedy decoding of these {len(prefixes)} prefixes on model {loaded.id!r} "
                                       "costs more than this service allows; send fewer")

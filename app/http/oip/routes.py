@@ -160,9 +160,19 @@ async def infer_version(request: Request, name: str, version: str) -> Reply:
     return await _infer(request, name, version)
 
 
+def _headers(request: Request) -> tuple[str | None, str | None]:
+    """Inference-Header-Content-Length and Content-Type, in one pass over the raw headers."""
+    length = kind = None
+    for key, value in request.scope["headers"]:
+        if key == codec.HEADER_LENGTH_KEY:
+            length = value.decode("latin-1")
+        elif key == b"content-type":
+            kind = value.decode("latin-1")
+    return length, kind
+
+
 async def _infer(request: Request, name: str, version: str | None) -> Reply:
-    headers = request.headers
-    asked = codec.parse(await request.body(), headers.get(codec.HEADER_LENGTH), headers.get("content-type"))
+    asked = codec.parse(await request.body(), *_headers(request))
     session = session_of(request, asked.session)
     served = named(request, name, session) if version is None else Served(await _pinned(request, name, version), b"")
     return await counted(request, served, _answer(request, name, served, asked, session))
@@ -185,10 +195,7 @@ async def _answer(request: Request, name: str, served: Served, asked: codec.Infe
                       ", or ask for fewer outputs" + (" or a smaller k" if k else ""), field=codec.INPUT)
     greedy = await engine.greedy_answers(loaded, asked.prefixes, field=codec.INPUT) if asked.greedy else []
     topk = await engine.topk_answers(loaded, asked.prefixes, k, field=codec.INPUT) if k else []
-    head: dict[str, object] = {"model_name": name, "model_version": loaded.id}
-    if asked.id is not None:
-        head["id"] = asked.id
-    parameters: dict[str, object] = {}
+    parameters: dict[str, str] = {}
     if served.rollout is not None and served.arm is not None:
         parameters["rollout"] = served.rollout.id
         parameters["arm"] = "control" if served.arm == "shadow" else served.arm
@@ -196,6 +203,5 @@ async def _answer(request: Request, name: str, served: Served, asked: codec.Infe
         tokens = [engine.impression(answer, session, tag) for answer in topk]
         if all(t is not None for t in tokens):
             parameters["impressions"] = b",".join(tokens).decode()
-    if parameters:
-        head["parameters"] = parameters
-    return codec.encode(head, codec.tensors(asked, greedy, topk, loaded.config.seq_length), dict(asked.outputs))
+    return codec.encode(name, loaded.id, asked.id, parameters,
+                        codec.tensors(asked, greedy, topk, loaded.config.seq_length), dict(asked.outputs))
