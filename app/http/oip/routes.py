@@ -190,9 +190,10 @@ async def _answer(request: Request, name: str, served: Served, asked: codec.Infe
                            None if tag is None else len(tag)) if minting else 0
     size = answer_size.oip(loaded.config, name, loaded.id, rows, k, asked.outputs,
                            len(json.dumps(asked.id)) if asked.id is not None else 0, token)
-    check_answer_size(size, state.settings.max_batch_answer_bytes, rows,
-                      f"the outputs {', '.join(output for output, _ in asked.outputs)}", loaded,
-                      ", or ask for fewer outputs" + (" or a smaller k" if k else ""), field=codec.INPUT)
+    limit = state.settings.max_batch_answer_bytes
+    if size > limit:  # the message only when it is needed
+        check_answer_size(size, limit, rows, f"the outputs {', '.join(output for output, _ in asked.outputs)}",
+                          loaded, ", or ask for fewer outputs" + (" or a smaller k" if k else ""), field=codec.INPUT)
     greedy = await engine.greedy_answers(loaded, asked.prefixes, field=codec.INPUT) if asked.greedy else []
     topk = await engine.topk_answers(loaded, asked.prefixes, k, field=codec.INPUT) if k else []
     parameters: dict[str, str] = {}
