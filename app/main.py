@@ -28,6 +28,7 @@ from .feedback.service import Impressions
 from .http import errors
 from .http.deps import MANAGEMENT_KEY
 from .http.middleware import ServiceMiddleware
+from .http.oip import routes as oip
 from .http.routes import aliases, feedback, health, inference, jobs, models, pages, rollouts
 from .inference.engine import Engine
 from .jobs import JobService, build_runner
@@ -149,8 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
     # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
-    for router in (inference.router, feedback.router, models.router, aliases.router, rollouts.router, jobs.router,
-                   health.router, pages.router):
+    for router in (inference.router, oip.infer_router, feedback.router, models.router, aliases.router,
+                   rollouts.router, jobs.router, health.router, oip.router, pages.router):
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)

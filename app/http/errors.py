@@ -1,5 +1,7 @@
 """The one place errors become HTTP answers: JSON naming the problem, {"error", "message", "request_id",
-"fields"?}, for the service's domain errors, the storage and model layers' errors and FastAPI's own.
+"fields"?}, for the service's domain errors, the storage and model layers' errors and FastAPI's own. Under /v2,
+the Open Inference Protocol's paths (app.http.oip), the same errors answer in that protocol's shape, {"error":
+MESSAGE}, and invalid input is its 400 instead of our 422.
 
 Client input never produces a 500; an unexpected error is logged with its request id and answered by the
 middleware without a stack trace. An answer's size is bounded whatever the request: at most MAX_FIELDS field
@@ -61,9 +63,25 @@ def error_body(request_id: str | None, status: int, message: str, fields: list[d
     return body
 
 
+OIP_STATUS = {422: 400}  # the Open Inference Protocol's bad request; every other status is the same in both
+
+
+def is_oip(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def answer_for(path: str, request_id: str | None, status: int, message: str, fields: list[dict] | None = None,
+               total: int = 0, extra: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
+    """The status and body an error gets on `path`: the protocol's {"error": MESSAGE} under /v2, ours elsewhere."""
+    if is_oip(path):
+        return OIP_STATUS.get(status, status), {"error": clip(message, 4 * MAX_MESSAGE)}
+    return status, error_body(request_id, status, message, fields, total, extra)
+
+
 def respond(request: Request, status: int, message: str, fields=None, headers=None, total: int = 0,
             extra: dict[str, object] | None = None) -> JSONResponse:
-    body = error_body(getattr(request.state, "request_id", None), status, message, fields, total, extra)
+    status, body = answer_for(request.scope["path"], getattr(request.state, "request_id", None), status, message,
+                              fields, total, extra)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -7,7 +7,8 @@ exception handlers answer its errors with the one error body (app.http.errors). 
 and validates it with one pydantic call on the raw bytes (parsed and checked in Rust), then calls the
 endpoint with the typed value. Dependency solving, FastAPI's body reading and response validation are
 skipped: the endpoint returns finished JSON bytes, which the engine builds once and caches (answered 200), or
-(status, bytes) when the status varies (POST /feedback: 202 for a new event, 200 for a repeat).
+(status, bytes) when the status varies (POST /feedback: 202 for a new event, 200 for a repeat), or a Reply when
+the type or headers vary too (app.http.oip's binary tensors). Path parameters come as keyword arguments.
 
 The body contract, the same for every lean route whatever FastAPI version is installed:
 - a Content-Type other than application/json or application/*+json (parameters allowed) is 415, naming it;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +33,15 @@ from starlette.types import Receive, Scope, Send
 
 JSON = "application/json"
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer with its own status, content type or extra headers."""
+    body: bytes
+    status: int = 200
+    content_type: bytes = JSON.encode()
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def is_json(content_type: str) -> bool:
@@ -71,23 +82,34 @@ class LeanRoute(APIRoute):
         self._body_model = _body_model(endpoint)
         self.app = self._serve
 
-    async def _answer(self, request: Request) -> tuple[int, bytes]:
+    async def _answer(self, request: Request) -> tuple[int, bytes] | Reply:
         if self._body_model is None:
-            answer = await self.endpoint(request=request)
+            answer = await self.endpoint(request=request, **request.path_params)
         else:
             body = parse_body(self._body_model, request.headers.get("content-type"), await request.body())
-            answer = await self.endpoint(request=request, body=body)
+            answer = await self.endpoint(request=request, body=body, **request.path_params)
         return (200, answer) if isinstance(answer, bytes) else answer
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, answer = await self._answer(Request(scope, receive))
+        answer = await self._answer(Request(scope, receive))
+        if isinstance(answer, Reply):
+            await send({"type": "http.response.start", "status": answer.status,
+                        "headers": [(b"content-type", answer.content_type),
+                                    (b"content-length", b"%d" % len(answer.body)), *answer.headers]})
+            await send({"type": "http.response.body", "body": answer.body})
+            return
+        status, body = answer
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
-        await send({"type": "http.response.body", "body": answer})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         async def handler(request: Request) -> Response:
-            status, answer = await self._answer(request)
-            return Response(answer, status_code=status, media_type=JSON)
+            answer = await self._answer(request)
+            if isinstance(answer, Reply):
+                return Response(answer.body, status_code=answer.status, media_type=answer.content_type.decode(),
+                                headers={k.decode(): v.decode() for k, v in answer.headers})
+            status, body = answer
+            return Response(body, status_code=status, media_type=JSON)
 
         return handler

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from ..metrics import Metrics
 from ..security import ManagedRoutes, key_matches
-from .errors import error_body
+from .errors import answer_for
 
 log = logging.getLogger("seq2seq.errors")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -42,7 +42,8 @@ class ServiceMiddleware:
         path = path.rstrip("/")
         if path == "/jobs":
             return self.max_job_bytes
-        return self.max_batch_bytes if path.endswith("/batch") else self.max_request_bytes
+        # many prefixes in one request: the batch routes, and the Open Inference Protocol's infer (app.http.oip)
+        return self.max_batch_bytes if path.endswith(("/batch", "/infer")) else self.max_request_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -73,11 +74,11 @@ class ServiceMiddleware:
             declared = 0
         try:
             if not keyed and self.managed.need_key(method, scope["path"]):
-                await _reply(send_wrapper, 401, request_id, "this endpoint needs the header 'Authorization: Bearer "
+                await _reply(send_wrapper, scope["path"], 401, request_id, "this endpoint needs the header 'Authorization: Bearer "
                              "<key>'; the key is SEQ2SEQ_API_KEY, or the file api-key in the data directory",
                              [(b"www-authenticate", b"Bearer")])
             elif declared > limit:
-                await _reply(send_wrapper, 413, request_id, f"the body exceeds {limit} bytes")
+                await _reply(send_wrapper, scope["path"], 413, request_id, f"the body exceeds {limit} bytes")
             else:
                 received = [0]
 
@@ -96,7 +97,7 @@ class ServiceMiddleware:
             log.exception("unhandled error, request_id=%s", request_id)
             if status_holder[0]:  # the answer has begun: all that is left is to end the connection
                 raise
-            await _reply(send_wrapper, 500, request_id, "internal error; the request id identifies it in the server log")
+            await _reply(send_wrapper, scope["path"], 500, request_id, "internal error; the request id identifies it in the server log")
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         label = method if method in METHODS else "OTHER"
@@ -104,8 +105,9 @@ class ServiceMiddleware:
         self.metrics.observe_request(label, path, status, time.perf_counter() - start)
 
 
-async def _reply(send, status: int, request_id: str, message: str, headers: list | None = None) -> None:
-    body = json.dumps(error_body(request_id, status, message)).encode()
+async def _reply(send, path: str, status: int, request_id: str, message: str, headers: list | None = None) -> None:
+    status, answer = answer_for(path, request_id, status, message)
+    body = json.dumps(answer).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})

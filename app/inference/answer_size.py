@@ -64,3 +64,30 @@ def batch(model_id: str, prefix_lengths: Iterable[int], item_bytes) -> int:
     lengths = Counter(prefix_lengths)
     return (len('{"model":,"results":[]}') + ALIAS_BYTES + len(json.dumps(model_id))
             + sum(count * (item_bytes(size) + 1) for size, count in lengths.items()))
+
+
+OIP_OUTPUT = len('{"name":"topk_probabilities","datatype":"INT64","shape":[],"parameters":{"binary_data_size":}},') + 3 * 11 + 20
+OIP_HEAD = len('{"model_name":,"model_version":,"id":,"parameters":{},"outputs":[]}')
+OIP_ROLLOUT = len('"rollout":"","arm":"candidate",') + 64  # the rollout's id and arm (app.http.oip), at their longest
+INT64, FP32 = 8, 4  # bytes an element takes in a binary tensor
+
+
+def oip_tensor(elements: int, binary: bool, json_element: int, binary_element: int) -> int:
+    """One output of an Open Inference Protocol answer: its description, and its elements as JSON or raw bytes."""
+    return OIP_OUTPUT + (elements * binary_element if binary else len(',"data":[]') + elements * (json_element + 1))
+
+
+@lru_cache(maxsize=4096)
+def oip(config: ModelConfig, name: str, model_id: str, rows: int, k: int, outputs: tuple[tuple[str, bool], ...],
+        request_id: int, impression: int) -> int:
+    """An Open Inference Protocol answer (app.http.oip): its JSON head, then each output asked for, as JSON or as
+    binary (Triton's extension): `sequence` INT64 [rows, seq_length], `probability` FP32 [rows], `topk_sequences`
+    INT64 [rows, k, seq_length] and `topk_probabilities` FP32 [rows, k]. request_id: the bytes the request's id
+    takes as JSON; impression: one impression token's bytes (0: none minted)."""
+    token, length = _token(config), config.seq_length
+    elements = {"sequence": (rows * length, token, INT64), "probability": (rows, FLOAT, FP32),
+                "topk_sequences": (rows * k * length, token, INT64), "topk_probabilities": (rows * k, FLOAT, FP32)}
+    size = OIP_HEAD + len(json.dumps(name)) + len(json.dumps(model_id)) + request_id + OIP_ROLLOUT
+    if impression:
+        size += len('"impressions":""') + rows * (impression + 1)
+    return size + sum(oip_tensor(elements[output][0], binary, *elements[output][1:]) for output, binary in outputs)

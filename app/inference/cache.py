@@ -37,6 +37,10 @@ CacheKey = PredictKey | TopKKey
 class Answer:
     body: bytes
     facts: bytes = b""  # top-k: model, prefix, k and a digest per suggestion, for the impression tokens
+    # The same answer as values, for encodings other than this JSON (app.http.oip's tensors): greedy, one sequence
+    # and its probability; top-k, each suggestion's, best first. Never changed once built.
+    sequences: tuple[list[int], ...] = ()
+    probabilities: tuple[float, ...] = ()
 
 
 def _nothing() -> None:

@@ -60,19 +60,24 @@ def check_prefix(field: str, prefix: list[int], loaded: LoadedModel) -> None:
         raise InvalidInput(field, f"{problem} (model {loaded.id!r})")
 
 
-def check_prefixes(prefixes: list[list[int]], loaded: LoadedModel) -> None:
-    found = decoding.first_error(prefixes, loaded.config)
+def check_prefixes(prefixes: list[list[int]], loaded: LoadedModel, field: str = "prefixes") -> None:
+    if len(prefixes) == 1:  # the plain rule: cheaper for one prefix than the tensors first_error builds
+        problem = decoding.prefix_error(prefixes[0], loaded.config)
+        found = None if problem is None else (0, problem)
+    else:
+        found = decoding.first_error(prefixes, loaded.config)
     if found is not None:
-        raise InvalidInput(f"prefixes[{found[0]}]", f"{found[1]} (model {loaded.id!r})")
+        raise InvalidInput(f"{field}[{found[0]}]", f"{found[1]} (model {loaded.id!r})")
 
 
-def check_answer_size(size: int, limit: int, count: int, what: str, loaded: LoadedModel, fewer: str) -> None:
+def check_answer_size(size: int, limit: int, count: int, what: str, loaded: LoadedModel, fewer: str,
+                      field: str = "prefixes") -> None:
     """A batch whose answer could exceed `limit` bytes is refused before anything is decoded."""
     if size > limit:
         fit = max(1, count * limit // size)
-        raise InvalidInput("prefixes", f"{what} for these {count} prefixes on model {loaded.id!r} could answer up to "
-                                       f"{size:,} bytes; a batch answer holds at most {limit:,} "
-                                       f"(SEQ2SEQ_MAX_BATCH_ANSWER_BYTES): send at most about {fit:,} prefixes{fewer}")
+        raise InvalidInput(field, f"{what} for these {count} prefixes on model {loaded.id!r} could answer up to "
+                                  f"{size:,} bytes; a batch answer holds at most {limit:,} "
+                                  f"(SEQ2SEQ_MAX_BATCH_ANSWER_BYTES): send at most about {fit:,} prefixes{fewer}")
 
 
 @lru_cache(maxsize=4096)  # a few hundred (config, length, k) combinations per model: price each once
@@ -125,10 +130,19 @@ class Engine:
             answer = await self._answer(key, loaded, plan.work)
         return self._impressed(answer, session, tag)
 
+    def impression(self, answer: Answer, session: str | None, tag: bytes | None = None) -> bytes | None:
+        """This request's impression of a top-k answer (tag: the rollout it was served under,
+        app.feedback.impressions.rollout_tag); None when the service mints none."""
+        return self.minter.mint(answer.facts, session, tag) if self.minter is not None else None
+
+    @property
+    def minting(self) -> bool:
+        return self.minter is not None and self.minter.minting
+
     def _impressed(self, answer: Answer, session: str | None, tag: bytes | None = None) -> bytes:
-        """The body with this request's impression, `{..., "impression": "TOKEN"}` (tag: the rollout it was served
-        under, app.feedback.impressions.rollout_tag); the cached body as it is when the service mints none."""
-        token = self.minter.mint(answer.facts, session, tag) if self.minter is not None else None
+        """The body with this request's impression, `{..., "impression": "TOKEN"}`; the cached body as it is when
+        the service mints none."""
+        token = self.impression(answer, session, tag)
         if token is None:
             return answer.body
         return b"".join((answer.body[:-1], b',"impression":"', token, b'"}'))
@@ -165,32 +179,51 @@ class Engine:
     # -- many prefixes in one request ------------------------------------------------------------------
     # An answer lists one item per prefix, repeats included (they are decoded once): its size is bounded before
     # anything is decoded, so a small request cannot ask for a large answer served again and again from the cache.
+    # The batch routes and the Open Inference Protocol (app.http.oip) share greedy_answers and topk_answers (the
+    # prefix rule, the pricing, the cache and the decoding); each bounds its own answer's encoding first.
+    async def resolve(self, model_id: str | None) -> LoadedModel:
+        return await self.registry.resolve_async(model_id)
+
     async def predict_batch(self, model_id: str | None, prefixes: list[list[int]], attention: bool,
                             max_answer_bytes: int) -> bytes:
-        loaded = await self.registry.resolve_async(model_id)
+        loaded = await self.resolve(model_id)
         want_attention = attention and loaded.config.attention
         size = answer_size.batch(loaded.id, map(len, prefixes), lambda n: answer_size.predict_item(
             loaded.config, loaded.id, n, want_attention))
         check_answer_size(size, max_answer_bytes, len(prefixes), "greedy decoding" + " with attention" * want_attention,
                           loaded, "" if not want_attention else ", or leave attention out")
-        check_prefixes(prefixes, loaded)
-        keys: list[CacheKey] = [PredictKey(loaded.id, tuple(p), want_attention) for p in prefixes]
-        work = decoding.greedy_cost(loaded.config, [len(p) for p in prefixes]).work
-        if work > self.decode_budget:
-            raise InvalidInput("prefixes", f"greedy decoding of these {len(prefixes)} prefixes on model {loaded.id!r} "
-                                           "costs more than this service allows; send fewer")
-        answers = await self._answer_many(loaded, keys, work)
+        answers = await self.greedy_answers(loaded, prefixes, want_attention)
         return _batch_body(loaded.id, [answer.body for answer in answers])
+
+    async def greedy_answers(self, loaded: LoadedModel, prefixes: list[list[int]], attention: bool = False,
+                             field: str = "prefixes") -> list[Answer]:
+        """One greedy answer per prefix, in order, after the model's prefix rule and the batch's price."""
+        check_prefixes(prefixes, loaded, field)
+        want_attention = attention and loaded.config.attention
+        keys: list[CacheKey] = [PredictKey(loaded.id, tuple(p), want_attention) for p in prefixes]
+        work = _greedy_work(loaded.config, len(prefixes[0])) if len(prefixes) == 1 else \
+            decoding.greedy_cost(loaded.config, [len(p) for p in prefixes]).work
+        if work > self.decode_budget:
+            raise InvalidInput(field, f"greedy decoding of these {len(prefixes)} prefixes on model {loaded.id!r} "
+                                      "costs more than this service allows; send fewer")
+        return await self._answer_many(loaded, keys, work)
 
     async def topk_batch(self, model_id: str | None, prefixes: list[list[int]], k: int, max_answer_bytes: int,
                          session: str | None = None, tag: bytes | None = None) -> bytes:
-        loaded = await self.registry.resolve_async(model_id)
+        loaded = await self.resolve(model_id)
         session_len = len(session) if session else 0
-        minting = self.minter is not None and self.minter.minting
+        minting = self.minting
         size = answer_size.batch(loaded.id, map(len, prefixes), lambda n: answer_size.topk_item(
             loaded.config, loaded.id, n, k) + (answer_size.impression(loaded.id, n, k, session_len, None if tag is None else len(tag)) if minting else 0))
         check_answer_size(size, max_answer_bytes, len(prefixes), f"top-{k}", loaded, f" at k={k}, or ask for a smaller k")
-        check_prefixes(prefixes, loaded)
+        answers = await self.topk_answers(loaded, prefixes, k)
+        return _batch_body(loaded.id, [self._impressed(answer, session, tag) for answer in answers])
+
+    async def topk_answers(self, loaded: LoadedModel, prefixes: list[list[int]], k: int,
+                           field: str = "prefixes") -> list[Answer]:
+        """One top-k answer per prefix, in order, after the model's prefix rule and the batch's price (impressions
+        are the caller's: they depend on the request)."""
+        check_prefixes(prefixes, loaded, field)
         keys: list[CacheKey] = [TopKKey(loaded.id, tuple(p), k) for p in prefixes]
         work = 0
         for size, count in Counter(len(p) for p in set(map(tuple, prefixes))).items():
@@ -200,13 +233,16 @@ class Engine:
                                         "this service allows")
             work += count * plan.work
         if work > BATCH_BUDGET_FACTOR * self.decode_budget:
-            raise InvalidInput("prefixes", f"top-{k} for these {len(prefixes)} prefixes on model {loaded.id!r} costs "
-                                           "more than this service allows; send fewer or ask for a smaller k")
-        answers = await self._answer_many(loaded, keys, work)
-        return _batch_body(loaded.id, [self._impressed(answer, session, tag) for answer in answers])
+            raise InvalidInput(field, f"top-{k} for these {len(prefixes)} prefixes on model {loaded.id!r} costs "
+                                      "more than this service allows; send fewer or ask for a smaller k")
+        return await self._answer_many(loaded, keys, work)
 
     async def _answer_many(self, loaded: LoadedModel, keys: list[CacheKey], work: int) -> list[Answer]:
-        """Cached answers as they are, the rest decoded together; one answer per key, in request order."""
+        """Cached answers as they are, the rest decoded together; one answer per key, in request order. A lone
+        key goes the single requests' way (the batcher when cheap)."""
+        if len(keys) == 1:  # one prefix: batched with whatever else arrives, and decoded once with its twins
+            key = keys[0]
+            return [self.cache.get(key) or await self._answer(key, loaded, work)]
         bodies = {key: answer for key in dict.fromkeys(keys) if (answer := self.cache.get(key)) is not None}
         missing = [key for key in dict.fromkeys(keys) if key not in bodies]
         if missing:
@@ -280,13 +316,14 @@ def _predict(loaded: LoadedModel, keys: list[PredictKey], prefixes: list[tuple[i
     for key in keys:
         d = decoded[key.prefix]
         first = decoding.known_tokens(len(key.prefix), L)
+        probability = math.exp(d.score)
         payload: dict[str, object] = {
             "model": loaded.id, "prefix": list(key.prefix), "sequence": d.sequence, "score": d.score,
-            "probability": math.exp(d.score),
+            "probability": probability,
             "steps": [{"token": t, "probability": p} for t, p in zip(d.sequence[first:], d.token_probs or ())]}
         if key.attention:
             payload["attention"] = d.attention
-        bodies[key] = Answer(_dumps(payload))
+        bodies[key] = Answer(_dumps(payload), sequences=(d.sequence,), probabilities=(probability,))
     return bodies
 
 
@@ -298,7 +335,10 @@ def _topk(loaded: LoadedModel, keys: list[TopKKey], prefixes: list[tuple[int, ..
     bodies: dict[CacheKey, Answer] = {}
     for key in keys:
         chosen = by_prefix[key.prefix][: key.k]
-        suggestions = [{"sequence": c.sequence, "score": c.score, "probability": math.exp(c.score)} for c in chosen]
+        probabilities = tuple(math.exp(c.score) for c in chosen)
+        suggestions = [{"sequence": c.sequence, "score": c.score, "probability": p} for c, p in zip(chosen, probabilities)]
         body = _dumps({"model": loaded.id, "prefix": list(key.prefix), "k": key.k, "suggestions": suggestions})
-        bodies[key] = Answer(body, impressions.facts(loaded.id, key.prefix, key.k, [c.sequence for c in chosen]))
+        sequences = tuple(c.sequence for c in chosen)
+        bodies[key] = Answer(body, impressions.facts(loaded.id, key.prefix, key.k, list(sequences)), sequences,
+                             probabilities)
     return bodies

@@ -11,8 +11,9 @@ from app.http.deps import MANAGEMENT_KEY, Managed
 from app.security import ManagedRoutes
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-OPEN_TAGS = {"inference", "feedback"}  # the unsafe routes anyone may call: inference reads, it changes nothing;
-# feedback writes only events on impressions the service signed
+OPEN_TAGS = {"inference", "feedback", "open inference protocol"}  # the unsafe routes anyone may call: inference
+# (ours and the Open Inference Protocol's) reads, it changes nothing; feedback writes only events on impressions the
+# service signed
 
 
 def _concrete(path: str) -> str:

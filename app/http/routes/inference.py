@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import QueryParams
@@ -24,7 +24,7 @@ from ...errors import InvalidInput
 from ...inference.engine import Engine
 from ...rollouts.service import Served
 from ...security import check_open_model
-from ...storage.aliases import PRODUCTION
+from ...storage.aliases import PRODUCTION, AliasRow
 from ..errors import status_of
 from ..lean import LeanRoute
 from ..middleware import KEY_STATE
@@ -45,6 +45,7 @@ from ..schemas import (
 from ..sessions import check_session, session_of
 
 router = APIRouter(tags=["inference"], route_class=LeanRoute)
+T = TypeVar("T")
 
 
 def _engine(request: Request) -> Engine:
@@ -55,7 +56,7 @@ PRODUCTION_HEAD = b'{"alias":"production",'
 NO_ALIAS_HEAD = b'{"alias":null,'
 
 
-def _named(request: Request, name: str | None, session: str | None, shadow_key: str | None = None) -> Served:
+def named(request: Request, name: str | None, session: str | None, shadow_key: str | None = None) -> Served:
     """Where the request goes, if it may name what it names: the model id to serve (None for production's), the
     answer's opening naming the alias (and, under a running rollout, the rollout and the arm), and the rollout arm
     it counts under. Nothing to check when it names none. Under a rollout the arm is chosen from this process's
@@ -64,15 +65,22 @@ def _named(request: Request, name: str | None, session: str | None, shadow_key: 
     state = request.app.state
     if name is None or name == PRODUCTION:
         return state.rollouts.route(PRODUCTION, None, PRODUCTION_HEAD, session, shadow_key)
-    alias = state.registry.aliases.target(name)
-    if not request.scope["state"].get(KEY_STATE):
-        active = state.registry.active
-        check_open_model(name, active.id if active is not None else None, state.settings.public_models,
-                         public_alias=alias is not None and alias.public)
+    alias = allowed(request, name)
     if alias is None:
         return Served(name, NO_ALIAS_HEAD)
     return state.rollouts.route(name, alias.model, b'{"alias":' + json.dumps(name).encode() + b",", session,
                                 shadow_key)
+
+
+def allowed(request: Request, name: str) -> AliasRow | None:
+    """The alias `name` is (None: a model id), once the request may name it: with the key, or when it is a public
+    alias, the active model or a public one (app.security.check_open_model). `name` is not production."""
+    state = request.app.state
+    alias = state.registry.aliases.target(name)
+    if not request.scope["state"].get(KEY_STATE):
+        check_open_model(name, _active_id(request), state.settings.public_models,
+                         public_alias=alias is not None and alias.public)
+    return alias
 
 
 def _aliased(head: bytes, body: bytes) -> bytes:
@@ -81,6 +89,10 @@ def _aliased(head: bytes, body: bytes) -> bytes:
 
 
 async def _counted(request: Request, served: Served, answer: Awaitable[bytes]) -> bytes:
+    return _aliased(served.head, await counted(request, served, answer))
+
+
+async def counted(request: Request, served: Served, answer: Awaitable[T]) -> T:
     """The answer, with the request counted in the live metrics per model and per rollout arm (a 5xx is an
     error; an unknown model's 404 counts for no model, so no client can grow the counters)."""
     state = request.app.state
@@ -96,7 +108,7 @@ async def _counted(request: Request, served: Served, answer: Awaitable[bytes]) -
         raise
     state.rollouts.served(served, served.model if served.model is not None else _active_id(request), 200,
                           time.perf_counter() - start)
-    return _aliased(served.head, body)
+    return body
 
 
 def _active_id(request: Request) -> str | None:
@@ -111,7 +123,7 @@ def _max_answer_bytes(request: Request) -> int:
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              summary="Continue a sequence from a start digit or a prefix (greedy)")
 async def predict(request: Request, body: PredictRequest) -> bytes:
-    served = _named(request, body.model, session_of(request, body.session))
+    served = named(request, body.model, session_of(request, body.session))
     return await _counted(request, served, _engine(request).predict(served.model, body.tokens, body.attention,
                                                                     body.field))
 
@@ -133,7 +145,7 @@ async def topk(request: Request,
     tokens, field, count = topk_query(query)
     given = query.get("session")
     session = session_of(request, None if given is None else check_session(given))
-    served = _named(request, query.get("model"), session, f"{count}:{tokens}")
+    served = named(request, query.get("model"), session, f"{count}:{tokens}")
     answer = await _counted(request, served, _engine(request).topk(served.model, tokens, count, field, session,
                                                                    served.tag))
     request.app.state.rollouts.shadow_request(served, tokens, count)
@@ -156,7 +168,7 @@ def topk_query(query: QueryParams) -> tuple[list[int], str, int]:
 @router.post("/predict/batch", response_model=PredictBatchResponse, responses=ERRORS,
              summary="Greedy continuations of many prefixes in one request, in request order")
 async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
-    served = _named(request, body.model, session_of(request, body.session))
+    served = named(request, body.model, session_of(request, body.session))
     return await _counted(request, served, _engine(request).predict_batch(served.model, body.prefixes, body.attention,
                                                                           _max_answer_bytes(request)))
 
@@ -165,6 +177,6 @@ async def predict_batch(request: Request, body: PredictBatchRequest) -> bytes:
              summary="The k most likely sequences for many prefixes in one request, in request order")
 async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
     session = session_of(request, body.session)
-    served = _named(request, body.model, session)
+    served = named(request, body.model, session)
     return await _counted(request, served, _engine(request).topk_batch(
         served.model, body.prefixes, body.k, _max_answer_bytes(request), session, served.tag))
