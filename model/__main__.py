@@ -5,6 +5,7 @@
   python -m model train --job job.json --out my.pt          (the service's POST /jobs body, offline)
   python -m model decode --checkpoint weights/default.pt --prefix 7 --k 3
   python -m model decode --checkpoint weights/default.pt --input prefixes.txt [--k 3] > answers.jsonl
+  python -m model score --checkpoint weights/default.pt --input sequences.txt [--prefix-length 1] > scores.jsonl
 
 `train` prints progress (a bar on a terminal, a line per tenth otherwise) on stderr; its last line of
 stdout is one JSON object with steps, train_seconds, total_seconds, seq_acc or top1_agreement, and more.
@@ -26,9 +27,12 @@ from .jobspec import parse_job
 from .training import Dataset, Progress, resolve_device, train
 
 
-def _load_corpus(path: str) -> list[list[int]]:
+def _load_corpus(path: str) -> tuple[list[list[int]], bool]:
+    """A corpus file: a list of sequences, or {"sequences": [...], "frequencies": "sampled" | "exact"}."""
     data = json.loads(Path(path).read_text())
-    return data["sequences"] if isinstance(data, dict) else data
+    if isinstance(data, dict):
+        return data["sequences"], data.get("frequencies", "sampled") == "exact"
+    return data, False
 
 
 def _progress_printer():
@@ -62,8 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_config = TrainConfig(recipe=args.recipe, seed=args.seed, target_accuracy=args.target_accuracy,
                                    prefix_lengths=tuple(args.prefix_lengths) if args.prefix_lengths else None,
                                    **{k: v for k, v in given.items() if v is not None})
-        sequences = None if args.data == "random" else _load_corpus(args.data)
-        dataset = Dataset(model_config, sequences)
+        sequences, exact = (None, False) if args.data == "random" else _load_corpus(args.data)
+        dataset = Dataset(model_config, sequences, exact=exact or args.exact)
     if args.target_accuracy is not None and args.job:
         train_config = TrainConfig.from_dict({**train_config.to_dict(), "target_accuracy": args.target_accuracy})
     torch.set_num_threads(args.threads)
@@ -142,11 +146,36 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """log P(the rest | the first --prefix-length digits) of each sequence, as JSON lines, in input order."""
+    ckpt = checkpoint.load(args.checkpoint, resolve_device(args.device))
+    torch.set_num_threads(args.threads)
+    if args.input == "-":
+        sequences = _read_prefixes(sys.stdin)
+    else:
+        with open(args.input) as f:
+            sequences = _read_prefixes(f)
+    for start in range(0, len(sequences), args.batch):
+        part = sequences[start:start + args.batch]
+        problem = decoding.score_error(part, args.prefix_length, ckpt.config)
+        if problem is not None:
+            index, reason = problem
+            where = "" if index is None else f"sequence {start + index + 1} {part[index]}: "
+            raise decoding.PrefixError(where + reason)
+        scores = decoding.score(ckpt.model, [s[:args.prefix_length] for s in part], part)
+        sys.stdout.write("".join(json.dumps({"sequence": seq, "prefix_length": args.prefix_length,
+                                             "log_probability": v, "probability": math.exp(v)}) + "\n"
+                                 for seq, v in zip(part, scores)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model and save a checkpoint")
     t.add_argument("--data", default="random", help='"random" (the seed\'s generator) or a JSON corpus file')
+    t.add_argument("--exact", action="store_true", help="the corpus's counts are exact frequencies to reproduce, "
+                                                         "not a sample: no held-out part, no smoothing")
     t.add_argument("--job", help="a POST /jobs body as a JSON file (overrides the model and training flags)")
     t.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True)
     t.add_argument("--vocab-size", type=int, default=10)
@@ -182,6 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--threads", type=int, default=1, help="torch threads")
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=cmd_decode)
+    s = sub.add_parser("score", help="log-probability of whole sequences given their first digits")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--input", required=True, help="a file (or - for stdin) with one sequence per line, comma- or "
+                                                  "space-separated; writes one JSON object per line")
+    s.add_argument("--prefix-length", type=int, default=1, help="leading digits given (default 1)")
+    s.add_argument("--batch", type=int, default=65_536, help="sequences scored per call")
+    s.add_argument("--threads", type=int, default=1, help="torch threads")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_score)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -11,7 +11,10 @@ MODEL_BOUNDS = {"vocab_size": Interval(2), "seq_length": Interval(2),  # a start
                 "embedding_dim": Interval(1), "hidden_dim": Interval(1)}
 TRAIN_BOUNDS = {"steps": Interval(1), "batch_size": Interval(1), "learning_rate": Interval(0, low_open=True),
                 "teacher_forcing_ratio": Interval(0, 1), "lr_decay": Interval(0, 1), "full_batch": Interval(0),
-                "target_accuracy": Interval(0, 1, low_open=True), "eval_every": Interval(1), "eval_size": Interval(1)}
+                "target_accuracy": Interval(0, 1, low_open=True), "eval_every": Interval(1), "eval_size": Interval(1),
+                "validation_fraction": Interval(0, 0.5), "patience": Interval(1), "weight_decay": Interval(0, 1),
+                "dropout": Interval(0, 0.9), "teacher_weight": Interval(0, 1), "teacher_samples": Interval(0), "sampled_steps": Interval(1),
+                "refit_below": Interval(0)}
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,19 @@ RECIPES: dict[Recipe, dict[str, Any]] = {
         "lr_decay": 0.3,  # the learning rate falls linearly to zero over the last 30% of the steps
         "full_batch": 4096,  # a corpus with at most this many distinct examples trains on all of them each step
         "eval_every": 25,
+        "validation_fraction": 0.1,  # of a corpus's sequences, held out to choose the step to stop at
+        "patience": 8,  # evaluations without a better held-out loss before the rate falls, or training stops
+        "weight_decay": 0.0,
+        "dropout": 0.0,
+        "teacher_weight": 0.8,
+        "teacher_samples": 256,  # for a corpus of at most refit_below sequences
+        "sampled_steps": 2000,  # the most steps a sampled corpus trains each way (it stops on its held-out part)
+        "refit_below": 5000,  # a corpus of at most this many sequences is refitted on all of them
     },
     "seed": {
         "steps": 2000, "batch_size": 64, "learning_rate": 0.005, "teacher_forcing_ratio": 0.5, "lr_decay": 0.0,
-        "full_batch": 0, "eval_every": 100,
+        "full_batch": 0, "eval_every": 100, "validation_fraction": 0.0, "patience": 1, "weight_decay": 0.0,
+        "dropout": 0.0, "teacher_weight": 0.0, "teacher_samples": 0, "sampled_steps": 2000, "refit_below": 0,
     },
 }
 if set(RECIPES) != set(get_args(Recipe)):
@@ -74,6 +86,18 @@ class TrainConfig:
     lr_decay: float = None  # type: ignore[assignment]  # fraction of the steps, at the end, over which lr falls to 0
     full_batch: int = None  # type: ignore[assignment]  # a corpus with at most this many distinct examples: full batches
     eval_every: int = None  # type: ignore[assignment]  # steps between evaluations (a 1,000-item screen first)
+    # A corpus's held-out share: training stops once its loss has not improved for `patience` evaluations and keeps
+    # the best weights; a corpus of at most refit_below sequences is then trained again on everything, for as
+    # many steps (model/training.py).
+    validation_fraction: float = None  # type: ignore[assignment]
+    patience: int = None  # type: ignore[assignment]
+    weight_decay: float = None  # type: ignore[assignment]  # decoupled, as AdamW's
+    refit_below: int = None  # type: ignore[assignment]
+    dropout: float = None  # type: ignore[assignment]  # on embeddings and the output layer's input, while training
+    # Share of each generated digit's target that is a count baseline's next-digit distribution (model/ngram.py).
+    teacher_weight: float = None  # type: ignore[assignment]
+    teacher_samples: int = None  # type: ignore[assignment]  # sequences the teacher writes for each step
+    sampled_steps: int = None  # type: ignore[assignment]  # `steps` when steps is given
     seed: int = 0
     target_accuracy: float | None = None  # stop early once the evaluation metric reaches this
     # Prefix lengths the encoder sees; None means 1..L for a corpus and L alone (the copy task) for random data.
@@ -83,6 +107,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise FieldError("recipe", f"must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+        if self.steps is not None and self.sampled_steps is None:  # steps given: the cap for every kind of data
+            object.__setattr__(self, "sampled_steps", self.steps)
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)

@@ -39,7 +39,7 @@ from .network import Memory, Seq2Seq, State
 
 __all__ = ["EXACT_LIMIT", "TOPK_WORK_BUDGET", "Candidate", "Cost", "Decoded", "Plan", "PrefixError", "check_batch",
            "check_prefix", "first_error", "greedy", "greedy_cost", "greedy_tensor", "greedy_unchecked", "known_tokens",
-           "pad_prefixes", "prefix_error", "score", "topk", "topk_plan", "topk_unchecked"]
+           "pad_prefixes", "prefix_error", "score", "score_error", "topk", "topk_plan", "topk_unchecked"]
 
 
 class PrefixError(ValueError):
@@ -136,6 +136,18 @@ def first_error(prefixes: list[list[int]], config: ModelConfig) -> tuple[int, st
         if problem is not None:
             return i, problem
     return None
+
+
+def score_error(sequences: list[list[int]], prefix_length: int, config: ModelConfig) -> tuple[int | None, str] | None:
+    """(index or None for the whole request, reason) of what `config`'s model cannot score, or None: every sequence
+    must be complete (seq_length tokens in the vocabulary) and the given prefix shorter than it."""
+    L = config.seq_length
+    if not 1 <= prefix_length <= L - 1:
+        return None, f"prefix_length must be 1 to {L - 1} for sequences of {L} tokens, got {prefix_length}"
+    for i, seq in enumerate(sequences):
+        if len(seq) != L:
+            return i, f"has {len(seq)} tokens; a scored sequence is complete: {L} tokens"
+    return first_error(sequences, config)
 
 
 def check_batch(prefixes: list[list[int]], model: Seq2Seq) -> None:

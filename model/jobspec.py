@@ -24,6 +24,7 @@ from .data import DataError
 from .limits import MAX_SEQ_LENGTH, MAX_VOCAB, MAX_WIDTH
 from .training import Dataset
 
+Frequencies = Literal["sampled", "exact"]  # what a corpus's counts are (model/training.py Dataset)
 Activation = Literal["never", "always", "if_better"]  # whether the trained model becomes active (app/jobs/policy.py)
 DEFAULT_ACTIVATE: Activation = "if_better"
 DEFAULT_MAX_ATTEMPTS = 2  # runs at most this many times if its worker is lost
@@ -32,6 +33,7 @@ MAX_SEQUENCES = 100_000
 MAX_EVAL_ITEMS = 1_000_000  # (prefix, sequence) pairs a corpus job evaluates on
 MAX_NAME_LENGTH = 100
 DATASET_KINDS = 'dataset must be {"sequences": [[...], ...]} or {"generator": "random"}'
+DATASET_FIELDS = frozenset({"sequences", "generator", "frequencies"})
 
 # What one job may ask for: the configs' own bounds, capped by what this service trains.
 MODEL_LIMITS = {
@@ -49,6 +51,14 @@ TRAINING_LIMITS = {
     "full_batch": TRAIN_BOUNDS["full_batch"].up_to(1_000_000),
     "target_accuracy": TRAIN_BOUNDS["target_accuracy"],
     "eval_every": TRAIN_BOUNDS["eval_every"].up_to(1_000_000),
+    "validation_fraction": TRAIN_BOUNDS["validation_fraction"],
+    "patience": TRAIN_BOUNDS["patience"].up_to(10_000),
+    "weight_decay": TRAIN_BOUNDS["weight_decay"],
+    "dropout": TRAIN_BOUNDS["dropout"],
+    "teacher_weight": TRAIN_BOUNDS["teacher_weight"],
+    "teacher_samples": TRAIN_BOUNDS["teacher_samples"].up_to(4096),
+    "sampled_steps": TRAIN_BOUNDS["sampled_steps"].up_to(1_000_000),
+    "refit_below": TRAIN_BOUNDS["refit_below"].up_to(MAX_SEQUENCES),
     "seed": Interval(0, 2**31 - 1),
 }
 MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
@@ -75,6 +85,7 @@ class JobSpec:
     activate: Activation = DEFAULT_ACTIVATE
     name: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    frequencies: Frequencies = "sampled"
 
     def __post_init__(self) -> None:
         _within("model", MODEL_LIMITS, self.model)
@@ -90,18 +101,26 @@ class JobSpec:
             raise JobError("max_attempts", f"must be {ATTEMPTS.describe()}, got {self.max_attempts}")
         if self.name is not None and len(self.name) > MAX_NAME_LENGTH:
             raise JobError("name", f"has {len(self.name)} characters; at most {MAX_NAME_LENGTH}")
+        if self.frequencies not in get_args(Frequencies):
+            raise JobError("dataset.frequencies", f"must be one of {list(get_args(Frequencies))}, got "
+                                                  f"{_short(self.frequencies)}")
         if self.sequences is not None:
             _fit(self.sequences, self.model, prefix_lengths)
+        elif self.frequencies != "sampled":
+            raise JobError("dataset.frequencies", "applies to a corpus of sequences only")
 
     def dataset(self) -> Dataset:
-        return Dataset(self.model, self.sequences)
+        return Dataset(self.model, self.sequences, exact=self.frequencies == "exact")
 
     def to_dict(self) -> dict[str, Any]:
         """The body parse_job reads back into this spec. Training fields are written out resolved, so a job runs
         with the recipe it was submitted under; None means "not set" and is left out."""
         training = {k: v for k, v in self.training.to_dict().items() if k in TRAINING_FIELDS and v is not None}
+        dataset: dict[str, Any] = {"generator": "random"} if self.sequences is None else {"sequences": self.sequences}
+        if self.frequencies != "sampled":
+            dataset["frequencies"] = self.frequencies
         body: dict[str, Any] = {
-            "dataset": {"generator": "random"} if self.sequences is None else {"sequences": self.sequences},
+            "dataset": dataset,
             "model": self.model.to_dict(), "training": training, "activate": self.activate,
             "max_attempts": self.max_attempts}
         if self.name is not None:
@@ -109,16 +128,16 @@ class JobSpec:
         return body
 
 
-SETTINGS = frozenset(f.name for f in fields(JobSpec)) - {"model", "training", "sequences"}  # activate, name, ...
+SETTINGS = frozenset(f.name for f in fields(JobSpec)) - {"model", "training", "sequences", "frequencies"}
 BODY_FIELDS = frozenset({"dataset", "model", "training", *SETTINGS})
 
 
 def build_spec(*, model: Mapping[str, Any], training: Mapping[str, Any], sequences: list[list[int]] | None,
                activate: Activation = DEFAULT_ACTIVATE, name: str | None = None,
-               max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> JobSpec:
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS, frequencies: Frequencies = "sampled") -> JobSpec:
     """A JobSpec from typed fields (a training field left out takes the recipe's value), every refusal a JobError."""
     return JobSpec(_config(ModelConfig, "model", model), _config(TrainConfig, "training", training), sequences,
-                   activate, name, max_attempts)
+                   activate, name, max_attempts, frequencies)
 
 
 def parse_job(body: object) -> JobSpec:
@@ -129,15 +148,16 @@ def parse_job(body: object) -> JobSpec:
     dataset = data["dataset"]
     if not isinstance(dataset, dict) or ("sequences" in dataset) == ("generator" in dataset):
         raise JobError("dataset", DATASET_KINDS)
-    _object(dataset, "dataset", frozenset({"sequences", "generator"}))
+    _object(dataset, "dataset", DATASET_FIELDS)
     if "generator" in dataset and dataset["generator"] != "random":
         raise JobError("dataset.generator", f'must be "random", got {_short(dataset["generator"])}')
     sequences = check_sequences(dataset["sequences"]) if "sequences" in dataset else None
     settings = {key: _typed(key, value, _SPEC_TYPES[key]) for key, value in data.items()
                 if key in SETTINGS and value is not None}
+    frequencies = _typed("dataset.frequencies", dataset.get("frequencies", "sampled"), Frequencies)
     return build_spec(model=_section(data, "model", MODEL_FIELDS, _MODEL_TYPES),
                       training=_section(data, "training", TRAINING_FIELDS, _TRAINING_TYPES),
-                      sequences=sequences, **settings)
+                      sequences=sequences, frequencies=frequencies, **settings)
 
 
 def check_sequences(value: object) -> list[list[int]]:

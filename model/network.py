@@ -42,10 +42,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.lstm = nn.LSTM(embedding_dim, hidden_dim, batch_first=True)
+        self.dropout = 0.0  # set by training; not a weight, so checkpoints are unaffected
 
     def forward(self, src: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         """Encode right-padded prefixes; `lengths` (on CPU) is needed only when they differ."""
-        emb = self.embedding(src)
+        emb = F.dropout(self.embedding(src), self.dropout, self.training)
         if lengths is None or bool((lengths == src.size(1)).all()):
             outputs, (h, c) = self.lstm(emb)
         else:
@@ -86,13 +87,14 @@ class Decoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.lstm = nn.LSTM(embedding_dim + context, hidden_dim, batch_first=True)
         self.fc = nn.Linear(hidden_dim + context, vocab_size)
+        self.dropout = 0.0  # on the embeddings and on what the output layer reads, while training
 
     def step(self, tokens: Tensor, state: State, memory: Memory | None) -> tuple[Tensor, State, Tensor | None]:
         """One decoder step for rows of previous tokens: logits (rows, vocab), new state, attention.
 
         rows may be a multiple N of the memory's batch: N rows per source sequence, sequence-major."""
         h, c = state
-        emb = self.embedding(tokens)
+        emb = F.dropout(self.embedding(tokens), self.dropout, self.training)
         weights = None
         if self.attention is not None:
             assert memory is not None, "an attention decoder needs the encoder's memory"
@@ -109,14 +111,15 @@ class Decoder(nn.Module):
             h, c = torch._VF.lstm_cell(emb, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0,  # type: ignore[arg-type]
                                        lstm.bias_ih_l0, lstm.bias_hh_l0)  # type: ignore[arg-type]
         out = torch.cat((h, context), dim=1) if self.attention is not None else h
-        return self.fc(out), (h, c), weights
+        return self.fc(F.dropout(out, self.dropout, self.training)), (h, c), weights
 
     def teacher_forced(self, inputs: Tensor, state: State) -> Tensor:
         """All steps in one LSTM call; only the plain decoder allows it (attention needs each step's state)."""
         assert self.attention is None
         h, c = state
-        outputs, _ = self.lstm(self.embedding(inputs), (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
-        return self.fc(outputs)
+        emb = F.dropout(self.embedding(inputs), self.dropout, self.training)
+        outputs, _ = self.lstm(emb, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
+        return self.fc(F.dropout(outputs, self.dropout, self.training))
 
 
 class Seq2Seq(nn.Module):
@@ -157,6 +160,9 @@ class Seq2Seq(nn.Module):
                 tokens = trg[:, t] if forced or (teacher_forcing is not None and teacher_forcing[t - 1]) \
                     else out.argmax(1)
         return torch.stack(logits, dim=1)
+
+    def set_dropout(self, p: float) -> None:
+        self.encoder.dropout = self.decoder.dropout = p
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -44,6 +44,7 @@ class CountModel:
     vocab_size: int
     seq_length: int
     tables: list[Tensor]  # tables[t]: (V^t, V) log-probabilities of digit t given the first t; tables[0] unused
+    settings: dict  # what refit() needs to fit the same baseline on other sequences
 
     def log_prob(self, prefixes: Sequence[Sequence[int]], sequences: Sequence[Sequence[int]]) -> list[float]:
         """log P(sequence[len(prefix):] | prefix) for each pair (the sequence starts with its prefix)."""
@@ -57,13 +58,32 @@ class CountModel:
             history = history * self.vocab_size + seqs[:, t]
         return total.tolist()
 
+    def next_digits(self, sequences: Tensor) -> Tensor:
+        """(batch, L-1, V) probabilities of digit t given each sequence's first t digits, for t = 1..L-1."""
+        rows = []
+        history = sequences[:, 0]
+        for t in range(1, self.seq_length):
+            rows.append(self.tables[t][history].exp())
+            history = history * self.vocab_size + sequences[:, t]
+        return torch.stack(rows, 1).float()
+
+    def sample(self, first: Tensor, n: int, generator: torch.Generator) -> Tensor:
+        """n sequences: a first digit drawn from `first` (a corpus's first digits), the rest from the tables."""
+        digits = [first[torch.randint(first.size(0), (n,), generator=generator)]]
+        history = digits[0]
+        for t in range(1, self.seq_length):
+            nxt = torch.multinomial(self.tables[t][history].exp(), 1, generator=generator).squeeze(1)
+            digits.append(nxt)
+            history = history * self.vocab_size + nxt
+        return torch.stack(digits, 1)
+
     def topk(self, prefixes: Sequence[Sequence[int]], k: int) -> list[list[tuple[tuple[int, ...], float]]]:
         """The k most likely complete sequences for each prefix, best first, with their log-probabilities."""
         V, L = self.vocab_size, self.seq_length
         results: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prefixes]
         by_length: dict[int, list[int]] = {}
-        for i, p in enumerate(prefixes):
-            by_length.setdefault(len(p), []).append(i)
+        for i, prefix in enumerate(prefixes):
+            by_length.setdefault(len(prefix), []).append(i)
         for p, members in by_length.items():
             width = V ** (L - p)
             per_call = max(1, ENUMERATE_LIMIT // width)
@@ -120,7 +140,8 @@ def _discounts(counts: Tensor) -> tuple[float, float, float]:
 def _interpolate(counts: Tensor, lower: Tensor) -> Tensor:
     """P(w | h) = max(c - D, 0) / c(h) + gamma(h) P_lower(w | h'); P_lower alone where h was never seen."""
     d1, d2, d3 = _discounts(counts)
-    discount = torch.where(counts >= 3, d3, torch.where(counts >= 2, d2, torch.where(counts >= 1, d1, 0.0)))
+    levels = torch.tensor([0.0, d1, d2, d3], dtype=torch.float64)
+    discount = levels[counts.clamp(max=3).long()]
     total = counts.sum(1, keepdim=True)
     gamma = discount.sum(1, keepdim=True)
     seen = total > 0
@@ -157,7 +178,8 @@ def kneser_ney(sequences: Sequence[Sequence[int]], vocab_size: int, seq_length: 
             prob = _interpolate(counts, lower)
         # rows of prob are indexed by the last n digits; a table row is the whole history of t digits
         tables.append(prob[torch.arange(V ** t) % (V ** n)].log())
-    return CountModel(f"kneser_ney(order={order}, {'positional' if positional else 'pooled'})", V, L, tables)
+    return CountModel(f"kneser_ney(order={order}, {'positional' if positional else 'pooled'})", V, L, tables,
+                      {"order": order, "positional": positional})
 
 
 def additive(sequences: Sequence[Sequence[int]], vocab_size: int, seq_length: int, alpha: float) -> CountModel:
@@ -169,7 +191,14 @@ def additive(sequences: Sequence[Sequence[int]], vocab_size: int, seq_length: in
     for t in range(1, L):
         c = _counts(seqs, _histories(seqs, t, t, V), seqs[:, t], V ** t, V)
         tables.append(((c + alpha * V ** (L - t - 1)) / (c.sum(1, keepdim=True) + alpha * V ** (L - t))).log())
-    return CountModel(f"add_alpha(alpha={alpha})", V, L, tables)
+    return CountModel(f"add_alpha(alpha={alpha})", V, L, tables, {"alpha": alpha})
+
+
+def refit(model: CountModel, sequences: Sequence[Sequence[int]]) -> CountModel:
+    """The same kind of baseline, with the same settings, fitted on other sequences."""
+    if "alpha" in model.settings:
+        return additive(sequences, model.vocab_size, model.seq_length, **model.settings)
+    return kneser_ney(sequences, model.vocab_size, model.seq_length, **model.settings)
 
 
 def _check(V: int, L: int) -> None:

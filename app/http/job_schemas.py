@@ -30,6 +30,7 @@ from model.jobspec import (
     MODEL_LIMITS,
     TRAINING_LIMITS,
     Activation,
+    Frequencies,
     JobError,
     JobSpec,
     build_spec,
@@ -56,6 +57,10 @@ class Corpus(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sequences: list[list[StrictInt]] = Field(min_length=1, max_length=MAX_SEQUENCES,
                                              description="training sequences; repeats count, frequency is the signal")
+    frequencies: Frequencies = Field("sampled", description=(
+        "sampled (default): the counts are a sample of usage, so a share is held out, training stops on it and "
+        "the model smooths towards a count baseline; exact: the counts are a table of frequencies to reproduce "
+        "exactly, trained on in full"))
 
     @field_validator("sequences", mode="before")
     @classmethod
@@ -111,6 +116,24 @@ class TrainingSpec(BaseModel):
     target_accuracy: float | None = Field(None, **TRAINING_LIMITS["target_accuracy"].as_field(),
                                           description="stop once the held-out metric reaches this")
     eval_every: StrictInt | None = Field(None, **TRAINING_LIMITS["eval_every"].as_field())
+    validation_fraction: float | None = Field(None, **TRAINING_LIMITS["validation_fraction"].as_field(),
+                                              description="share of a sampled corpus held out to stop on")
+    patience: StrictInt | None = Field(None, **TRAINING_LIMITS["patience"].as_field(),
+                                       description="evaluations without a better held-out loss before stopping")
+    weight_decay: float | None = Field(None, **TRAINING_LIMITS["weight_decay"].as_field())
+    dropout: float | None = Field(None, **TRAINING_LIMITS["dropout"].as_field())
+    teacher_weight: float | None = Field(None, **TRAINING_LIMITS["teacher_weight"].as_field(),
+                                         description="share of each generated digit's target taken from the count "
+                                                     "baseline chosen on the held-out part")
+    teacher_samples: StrictInt | None = Field(None, **TRAINING_LIMITS["teacher_samples"].as_field(),
+                                              description="sequences the teacher writes for each step (small "
+                                                          "sampled corpora)")
+    sampled_steps: StrictInt | None = Field(None, **TRAINING_LIMITS["sampled_steps"].as_field(),
+                                            description="the most steps a sampled corpus trains each way; steps "
+                                                        "when steps is given")
+    refit_below: StrictInt | None = Field(None, **TRAINING_LIMITS["refit_below"].as_field(),
+                                          description="a sampled corpus of at most this many sequences is trained "
+                                                      "again on all of them for the chosen number of steps")
     prefix_lengths: list[StrictInt] | None = Field(None, min_length=1, max_length=MAX_SEQ_LENGTH)
 
 
@@ -139,7 +162,8 @@ class JobRequest(BaseModel):
         try:
             return build_spec(model=self.model.model_dump(), training=self.training.model_dump(exclude_none=True),
                               sequences=sequences, activate=self.activate, name=self.name,
-                              max_attempts=self.max_attempts)
+                              max_attempts=self.max_attempts,
+                              frequencies=self.dataset.frequencies if isinstance(self.dataset, Corpus) else "sampled")
         except JobError as exc:
             raise _named(exc) from None
 

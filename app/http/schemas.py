@@ -5,7 +5,7 @@ the model that answers it is the model's own rule, applied once by the engine.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -157,6 +157,41 @@ class TopKBatchRequest(_ManyPrefixes):
     k: int = Field(3, strict=True, ge=1, le=MAX_K, description="suggestions per prefix")
 
 
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"sequences": [[7, 2, 8, 4, 3], [7, 1, 1, 1, 1]], "prefix_length": 1}]})
+
+    sequences: list[list[Token]] = Field(min_length=1, max_length=MAX_BATCH,
+                                         description=f"1 to {MAX_BATCH} complete sequences; results in this order")
+    prefix_length: int = Field(1, strict=True, ge=1, le=MAX_SEQ_LENGTH,
+                               description="how many leading digits are given: each result is log P(the rest | them)")
+    model: str | None = Field(None, description=MODEL_FIELD)
+
+    @field_validator("sequences", mode="before")
+    @classmethod
+    def lengths_first(cls, value: Any) -> Any:
+        """An absurd inner list is refused by its length before its items are read, naming its index."""
+        if isinstance(value, list):
+            if len(value) > MAX_BATCH:
+                raise InvalidInput("sequences", f"has {len(value)} sequences; at most {MAX_BATCH}")
+            for i, item in enumerate(value):
+                if isinstance(item, list) and not 1 <= len(item) <= MAX_SEQ_LENGTH:
+                    raise InvalidInput(f"sequences[{i}]", f"has {len(item)} tokens; a sequence has 1 to "
+                                                          f"{MAX_SEQ_LENGTH}")
+        return value
+
+
+class Scored(BaseModel):
+    log_probability: float = Field(description="natural log of P(the digits after the prefix | the prefix)")
+    probability: float
+
+
+class ScoreResponse(BaseModel):
+    alias: str | None = Field(None, description=ALIAS_FIELD)
+    model: str = Field(description="the model id that answered")
+    results: list[Scored] = Field(description="one result per sequence, in request order")
+
+
 class PredictBatchResponse(BaseModel):
     alias: str | None = Field(None, description=ALIAS_FIELD)
     rollout: str | None = Field(None, description=ROLLOUT_FIELD)
@@ -206,6 +241,8 @@ class Info(BaseModel):
 
 class Corpus(BaseModel):
     description: str
+    frequencies: Literal["sampled", "exact"] = Field("sampled", description="what its counts are (a job's "
+                                                                            "dataset.frequencies)")
     sequences: list[list[int]]
 
 

@@ -58,6 +58,9 @@ def predict_item(config: ModelConfig, model_id: str, prefix_len: int, attention:
 ALIAS_BYTES = len('"alias":"",') + 32  # the alias the request came through, at its longest (app.http.routes.inference)
 
 
+SCORE_ITEM = len('{"log_probability":,"probability":},') + 2 * FLOAT  # one POST /score result
+
+
 def batch(model_id: str, prefix_lengths: Iterable[int], item_bytes) -> int:
     """A batch answer, `{"alias": ..., "model": ..., "results": [...]}`, every item counted (repeats too);
     item_bytes(length) is the bound for one item of a prefix of that length."""

@@ -17,9 +17,10 @@ import json
 import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -37,6 +38,7 @@ HEAVY_QUEUE = 16  # dear requests waiting for the worker thread; beyond this, 50
 BATCH_BUDGET_FACTOR = 4  # a batch request may cost this many single requests' budgets
 
 log = logging.getLogger("seq2seq.engine")
+T = TypeVar("T")
 
 
 class Minter(Protocol):
@@ -237,6 +239,30 @@ class Engine:
                                       "more than this service allows; send fewer or ask for a smaller k")
         return await self._answer_many(loaded, keys, work)
 
+    async def score(self, model_id: str | None, sequences: list[list[int]], prefix_length: int,
+                    max_answer_bytes: int) -> bytes:
+        """log P(each sequence's digits after its first prefix_length | those digits), priced like a batch of
+        greedy decodings (one teacher-forced pass each) and bounded like a batch answer; never cached."""
+        loaded = await self.resolve(model_id)
+        problem = decoding.score_error(sequences, prefix_length, loaded.config)
+        if problem is not None:
+            index, reason = problem
+            raise InvalidInput("prefix_length" if index is None else f"sequences[{index}]",
+                               f"{reason} (model {loaded.id!r})")
+        size = answer_size.batch(loaded.id, [prefix_length] * len(sequences), lambda n: answer_size.SCORE_ITEM)
+        check_answer_size(size, max_answer_bytes, len(sequences), "scoring", loaded, "", field="sequences")
+        work = decoding.greedy_cost(loaded.config, [prefix_length] * len(sequences)).work
+        if work > BATCH_BUDGET_FACTOR * self.decode_budget:
+            raise InvalidInput("sequences", f"scoring these {len(sequences)} sequences on model {loaded.id!r} costs "
+                                            "more than this service allows; send fewer")
+        prefixes = [seq[:prefix_length] for seq in sequences]
+        if work <= self.inline_budget:
+            scores = decoding.score(loaded.model, prefixes, sequences)
+        else:
+            scores = await self._alone(loaded, decoding.score, loaded.model, prefixes, sequences)
+        items = [{"log_probability": s, "probability": math.exp(s)} for s in scores]
+        return _dumps({"model": loaded.id, "results": items})
+
     async def _answer_many(self, loaded: LoadedModel, keys: list[CacheKey], work: int) -> list[Answer]:
         """Cached answers as they are, the rest decoded together; one answer per key, in request order. A lone
         key goes the single requests' way (the batcher when cheap)."""
@@ -257,12 +283,15 @@ class Engine:
 
     async def _decode_alone(self, loaded: LoadedModel, keys: list[CacheKey]) -> dict[CacheKey, Answer]:
         """A dear request, on the worker thread: the event loop stays free, and the wait is bounded."""
+        return await self._alone(loaded, _decode, loaded, keys, self.decode_budget)
+
+    async def _alone(self, loaded: LoadedModel, work: Callable[..., T], *args: Any) -> T:
         if self._heavy_waiting >= HEAVY_QUEUE:
             raise Unavailable(f"{self._heavy_waiting} costly requests are already waiting; try again shortly",
                               retry_after=2)
         self._heavy_waiting += 1
         self.metrics.decoded_alone.inc()
-        future = asyncio.get_running_loop().run_in_executor(self._heavy, _decode, loaded, keys, self.decode_budget)
+        future = asyncio.get_running_loop().run_in_executor(self._heavy, work, *args)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except TimeoutError:

@@ -27,6 +27,15 @@ function calibrationOf(model) {
   return `TV ${m.calibration_tv_mean.toFixed(3)}${start}`;
 }
 
+// A sampled corpus's held-out figures beside the count baseline's: what the network gains over counting.
+export function heldOutOf(model) {
+  const m = model.metrics || {};
+  if (m.heldout_nll === undefined) return "";
+  const mine = `NLL ${m.heldout_nll.toFixed(2)}, hit@3 ${pct(m.heldout_hit3)}, saves ${pct(m.heldout_keystroke_savings)}`;
+  if (m.baseline_nll === undefined) return mine;
+  return `${mine} · n-gram ${m.baseline_nll.toFixed(2)}, ${pct(m.baseline_hit3)}, ${pct(m.baseline_keystroke_savings)}`;
+}
+
 function metricOf(model) {
   const m = model.metrics || {};
   if (m.top1_agreement !== undefined) return `top-1 agreement ${pct(m.top1_agreement)}`;
@@ -45,6 +54,7 @@ export async function refreshModels() {
       el("td", {}, `${m.hyperparameters.attention ? "attention" : "plain"}, ${m.source}`),
       el("td", {}, metricOf(m)),
       el("td", { "data-testid": "calibration" }, calibrationOf(m)),
+      el("td", { "data-testid": "held-out" }, heldOutOf(m)),
       el("td", { class: "actions" },
         m.active ? el("span", { class: "badge", "data-testid": "active-badge" }, "active")
                  : el("button", { class: "ghost small", "data-testid": "activate", onclick: () => activate(m.id) }, "Activate"),

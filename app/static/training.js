@@ -49,7 +49,7 @@ function readForm(form) {
     sequences.push(tokens.map(Number));
   }
   if (!sequences.length) throw new ApiError(422, { fields: [{ field: "dataset", message: "paste at least one sequence, or choose the random generator" }] });
-  body.dataset = { sequences };
+  body.dataset = { sequences, frequencies: v("frequencies") };
   return body;
 }
 
@@ -170,6 +170,7 @@ async function loadDefaultCorpus() {
   form.elements.source.value = "corpus";
   const corpus = await api("GET", "/info/corpus");
   $("#sequences").value = corpus.sequences.map((s) => s.join(" ")).join("\n");
+  form.elements.frequencies.value = corpus.frequencies || "sampled";
 }
 
 export function buildTraining() {

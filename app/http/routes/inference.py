@@ -38,6 +38,8 @@ from ..schemas import (
     PredictBatchResponse,
     PredictRequest,
     PredictResponse,
+    ScoreRequest,
+    ScoreResponse,
     TopKBatchRequest,
     TopKBatchResponse,
     TopKResponse,
@@ -180,3 +182,11 @@ async def topk_batch(request: Request, body: TopKBatchRequest) -> bytes:
     served = named(request, body.model, session)
     return await _counted(request, served, _engine(request).topk_batch(
         served.model, body.prefixes, body.k, _max_answer_bytes(request), session, served.tag))
+
+
+@router.post("/score", response_model=ScoreResponse, responses=ERRORS,
+             summary="How likely each given sequence is: log P(the rest | its first prefix_length digits)")
+async def score(request: Request, body: ScoreRequest) -> bytes:
+    served = named(request, body.model, None)
+    return await _counted(request, served, _engine(request).score(served.model, body.sequences, body.prefix_length,
+                                                                  _max_answer_bytes(request)))
