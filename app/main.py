@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
     # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
-    for router in (inference.router, feedback.router, models.router, aliases.router, rollouts.router, jobs.router,
+    for router in (inference.router, feedback.router, feedback.manage, models.router, aliases.router, rollouts.router, jobs.router,
                    health.router, pages.router):
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

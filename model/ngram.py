@@ -62,8 +62,8 @@ class CountModel:
         V, L = self.vocab_size, self.seq_length
         results: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prefixes]
         by_length: dict[int, list[int]] = {}
-        for i, p in enumerate(prefixes):
-            by_length.setdefault(len(p), []).append(i)
+        for i, prefix in enumerate(prefixes):
+            by_length.setdefault(len(prefix), []).append(i)
         for p, members in by_length.items():
             width = V ** (L - p)
             per_call = max(1, ENUMERATE_LIMIT // width)
