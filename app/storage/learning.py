@@ -92,6 +92,7 @@ class Due:
 
 @dataclass(frozen=True)
 class NewCycle:
+    id: str  # cycle_id(); its job's config names it
     trigger: str
     control: str
     feedback_through: int
@@ -220,7 +221,7 @@ class LearningStore:
             now = clock.db_now(conn)
             at = clock.iso(now)
             number = row.cycles + 1
-            new_id = cycle_id(now)
+            new_id = new.id
             try:
                 with conn.begin_nested():  # the unique indexes are the last word if two starts race past the checks
                     conn.execute(sa.insert(learning_cycles).values(

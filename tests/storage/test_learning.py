@@ -2,9 +2,12 @@
 many replicas see the crossing at the same moment, conditional advances, and a session's events deleted."""
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from app.storage import LearningStore, NewCycle, Outcome, Storage, Unchanged
+from app.storage.learning import cycle_id
 from tests.storage import helpers
 from tests.storage.helpers import new_job, register
 from tests.storage.test_feedback import event
@@ -16,12 +19,16 @@ def crossing(storage: Storage, start: int, n: int = MIN_FEEDBACK, model: str = "
     storage.feedback.record([event(f"i{start + i}", model_id=model, session=f"s{(start + i) % 7}") for i in range(n)])
 
 
+def next_id() -> str:
+    return cycle_id(datetime.now(UTC))
+
+
 def trigger(store: LearningStore, tag: str) -> object:
     """What each replica's trigger does: read the state, and start a cycle if the threshold is crossed."""
     due = store.due("production", "default")
     if due is None or due.open_cycle is not None or due.new_events < MIN_FEEDBACK:
         return None
-    new = NewCycle(trigger="threshold", control=due.control, feedback_through=due.newest_seq,
+    new = NewCycle(id=f"c-{tag}", trigger="threshold", control=due.control, feedback_through=due.newest_seq,
                    counts={"new_events": due.new_events}, data={}, job=new_job(f"job-{tag}-{due.policy.cycles}"))
     return store.start_cycle("production", (due.policy.last_seq, due.policy.cycles), new, queue_limit=100)
 
@@ -71,14 +78,14 @@ def test_a_stale_read_starts_nothing_and_only_one_cycle_is_open(storage):
     crossing(storage, 0)
     due = storage.learning.due("production", "default")
     assert (due.new_events, due.control) == (MIN_FEEDBACK, "default")
-    new = NewCycle("manual", "default", due.newest_seq, {}, {}, new_job("job-a"))
+    new = NewCycle(next_id(), "manual", "default", due.newest_seq, {}, {}, new_job("job-a"))
     storage.learning.start_cycle("production", (0, 0), new, queue_limit=10)
     with pytest.raises(Unchanged):  # the state it was read at has moved
-        storage.learning.start_cycle("production", (0, 0), NewCycle("manual", "default", 9, {}, {}, new_job("job-b")),
+        storage.learning.start_cycle("production", (0, 0), NewCycle(next_id(), "manual", "default", 9, {}, {}, new_job("job-b")),
                                      queue_limit=10)
     with pytest.raises(Unchanged):  # the state is current, but a cycle is open
         storage.learning.start_cycle("production", (due.newest_seq, 1),
-                                     NewCycle("manual", "default", 9, {}, {}, new_job("job-c")), queue_limit=10)
+                                     NewCycle(next_id(), "manual", "default", 9, {}, {}, new_job("job-c")), queue_limit=10)
     assert {j.id for j in storage.jobs.list()} == {"job-a"}  # nothing half-started: no job without its cycle
 
 
@@ -101,7 +108,7 @@ def test_advances_are_conditional_and_a_rollout_that_cannot_start_ends_the_cycle
     storage.learning.put_policy("production", True, {})
     crossing(storage, 0)
     cycle, _ = storage.learning.start_cycle(
-        "production", (0, 0), NewCycle("manual", "default", 5, {}, {}, new_job("job-a", model_id="m-a")), queue_limit=9)
+        "production", (0, 0), NewCycle(next_id(), "manual", "default", 5, {}, {}, new_job("job-a", model_id="m-a")), queue_limit=9)
     rollout = storage.learning.roll_out(cycle.id, {"passed": True}, config={"steps": [10, 100]}, percent=10.0,
                                         default_model="default")
     assert rollout is not None and (rollout.control, rollout.candidate) == ("default", "m-a")
@@ -116,7 +123,7 @@ def test_advances_are_conditional_and_a_rollout_that_cannot_start_ends_the_cycle
     crossing(storage, 100)
     policy = storage.learning.policy("production")
     second, _ = storage.learning.start_cycle("production", (policy.last_seq, policy.cycles),
-                                             NewCycle("manual", "default", 9, {}, {}, new_job("job-b", model_id="m-a")),
+                                             NewCycle(next_id(), "manual", "default", 9, {}, {}, new_job("job-b", model_id="m-a")),
                                              queue_limit=9)
     storage.rollouts.end(rollout.id, Outcome("abort", 0, 0.0, "by hand", {}))
     storage.models.activate("m-a")
