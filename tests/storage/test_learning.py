@@ -139,3 +139,39 @@ def test_a_sessions_events_are_deleted_and_no_one_elses(storage):
     assert storage.feedback.delete_session("s-1") == 2
     assert storage.feedback.delete_session("s-1") == 0
     assert storage.feedback.count() == 2
+
+
+@pytest.fixture
+def base_model(storage, tmp_path):
+    """A trained model that keeps its corpus, active on production."""
+    import torch
+
+    from model import checkpoint
+    from model.config import ModelConfig
+    from model.network import Seq2Seq
+
+    torch.manual_seed(0)
+    path = tmp_path / "base.pt"
+    digest = checkpoint.save(path, Seq2Seq(ModelConfig(embedding_dim=4, hidden_dim=8)), {}, corpus=[[7, 2, 8, 4, 3]] * 3)
+    storage.models.register_trained("m-base", path.read_bytes(), digest, "2026-01-01T00:00:00+00:00", {})
+    storage.models.activate("m-base")
+    return "m-base"
+
+
+def test_the_loops_own_trigger_on_two_replicas_starts_one_cycle_per_crossing(storage, storage_url, base_model,
+                                                                           tmp_path):
+    from app.learning import Learning, Policy
+    from app.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, weights_dir=tmp_path, device="cpu")
+    storage.learning.put_policy("production", True, Policy(min_feedback=MIN_FEEDBACK).config())
+    for n in range(3):
+        crossing(storage, 1000 * n, MIN_FEEDBACK, model=base_model)
+        results = helpers.race(storage_url, lambda engine, _: Learning(Storage(engine), settings).trigger("production"))
+        started = [r for r in results if r is not None]
+        assert len(started) == 1 and not any(isinstance(r, Exception) for r in results), results
+        cycle = started[0]
+        assert (cycle.number, cycle.control, cycle.counts["new_events"]) == (n + 1, base_model, MIN_FEEDBACK)
+        assert storage.learning.end(cycle.id, "training", "refused", "test")
+    assert [c.number for c in storage.learning.list()] == [3, 2, 1]
+    assert {j.config["trigger"] for j in storage.jobs.list()} == {"learning"} and len(storage.jobs.list()) == 3
