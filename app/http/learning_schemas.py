@@ -127,3 +127,24 @@ class CycleView(BaseModel):
     updated_at: str
     ended_at: str | None
     job: dict[str, Any] | None = Field(description="an open cycle's job: status, attempt, progress")
+
+
+class AcceptancePoint(BaseModel):
+    at: str = Field(description="the bucket: the received time cut to the day, hour or minute (UTC)")
+    impressions: int = Field(description="impressions that got feedback")
+    accepted: int
+    acceptance: float | None
+    typed: int = Field(description="events that said what the user typed")
+    hit3: int
+    hit_at_3: float | None = Field(description="of those, the share whose typed sequence was among the first three")
+
+
+class AcceptanceSeries(BaseModel):
+    model: str
+    points: list[AcceptancePoint]
+
+
+class AcceptanceView(BaseModel):
+    alias: str
+    width: str
+    series: list[AcceptanceSeries]

@@ -24,7 +24,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ log = logging.getLogger("seq2seq.learning")
 CORPUS_FILES = ("{id}.corpus.json", "corpus.json")  # a shipped model's corpus beside it, found by its digest
 JOB_ATTEMPTS = 3  # a cycle's job survives two lost workers
 CYCLES_SHOWN = 100
+WIDTHS = {"minute": (16, 60), "hour": (13, 3600), "day": (10, 86400)}  # a bucket: characters of the time, seconds
+BUCKETS = 60  # the acceptance series covers this many buckets back
 
 
 class Learning:
@@ -93,6 +95,18 @@ class Learning:
         started = self.trigger(alias, manual=True)
         assert started is not None  # a manual trigger raises rather than start nothing
         return self.shown(started)
+
+    def acceptance(self, alias: str, width: str) -> dict[str, Any]:
+        """Acceptance (and hit@3 where typed is known) over time per model, the last BUCKETS buckets."""
+        chars, seconds = WIDTHS[width]
+        since = clock.iso(self.store.rollouts.now() - timedelta(seconds=seconds * BUCKETS))
+        series: dict[str, list[dict[str, Any]]] = {}
+        for row in self.store.learning.acceptance(alias, self.default_model, chars, since):
+            n, typed = row["impressions"], row["typed"]
+            series.setdefault(row.pop("model"), []).append(
+                {**row, "acceptance": round(row["accepted"] / n, 4) if n else None,
+                 "hit_at_3": round(row["hit3"] / typed, 4) if typed else None})
+        return {"alias": alias, "width": width, "series": [{"model": m, "points": p} for m, p in series.items()]}
 
     def cycles(self, alias: str | None = None, limit: int = CYCLES_SHOWN) -> list[dict[str, Any]]:
         return [self.shown(c) for c in self.store.learning.list(alias, limit)]

@@ -201,6 +201,22 @@ class LearningStore:
                                 .order_by(feedback.c.seq.desc()).limit(limit)).mappings().all()
         return [_row(r) for r in reversed(rows)]
 
+    def acceptance(self, alias: str, default_model: str, width: int, since: str) -> builtins.list[dict[str, Any]]:
+        """The alias's feedback since `since` in time buckets (the received time's first `width` characters: 10 a
+        day, 13 an hour, 16 a minute), per model: impressions with feedback, accepted, typed, typed in the top 3."""
+        bucket = sa.func.substr(feedback.c.received_at, 1, width).label("bucket")
+        query = sa.select(
+            feedback.c.model_id, bucket, sa.func.count().label("n"),
+            sa.func.sum(sa.case((feedback.c.accepted_rank.is_not(None), 1), else_=0)).label("accepted"),
+            sa.func.sum(sa.case((feedback.c.typed.is_not(None), 1), else_=0)).label("typed"),
+            sa.func.sum(sa.case((feedback.c.typed_rank <= 3, 1), else_=0)).label("hit3"))
+        with read(self.engine) as conn:
+            scope = usage_models(conn, alias, default_model)
+            rows = conn.execute(query.where(feedback.c.model_id.in_(scope), feedback.c.received_at >= since)
+                                .group_by(feedback.c.model_id, bucket).order_by(bucket, feedback.c.model_id)).all()
+        return [{"model": r.model_id, "at": r.bucket, "impressions": int(r.n), "accepted": int(r.accepted or 0),
+                 "typed": int(r.typed or 0), "hit3": int(r.hit3 or 0)} for r in rows]
+
     # -- cycles ----------------------------------------------------------------------------------------
     def start_cycle(self, alias: str, read_at: tuple[int, int], new: NewCycle, queue_limit: int, *,
                     records: int | None = None, trained_models: int | None = None) -> tuple[CycleRow, JobRow]:

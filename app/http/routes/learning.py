@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 
 from ...errors import InvalidInput
 from ...learning import Learning
+from ...learning.service import WIDTHS
 from ...storage.aliases import name_problem
 from ..deps import Managed
-from ..learning_schemas import CycleView, LearningPut, PolicyView, RunRequest
+from ..learning_schemas import AcceptanceView, CycleView, LearningPut, PolicyView, RunRequest
 from ..params import check_params, parse_int
 from ..schemas import errors
 
@@ -51,6 +52,17 @@ async def put_policy(request: Request, body: LearningPut) -> PolicyView:
 async def run(request: Request, body: RunRequest) -> CycleView:
     learning = _learning(request)
     return CycleView(**await learning.db.run(learning.run_now, check_alias_name(body.alias)))
+
+
+@router.get("/acceptance", response_model=AcceptanceView, responses=ERR,
+            summary="Acceptance over time per model on the alias's usage (`?alias=`, `?width=` minute, hour or day)")
+async def acceptance(request: Request) -> AcceptanceView:
+    alias = _alias(request, ("alias", "width"))
+    width = request.query_params.get("width", "hour")
+    if width not in WIDTHS:
+        raise InvalidInput("width", f"must be one of {', '.join(WIDTHS)}, not {width[:20]!r}")
+    learning = _learning(request)
+    return AcceptanceView(**await learning.db.run(learning.acceptance, alias, width))
 
 
 @router.get("/cycles", response_model=list[CycleView], responses=ERR,
