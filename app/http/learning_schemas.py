@@ -58,6 +58,8 @@ class LearningPut(BaseModel):
                                       f"(default {_D.session_cap})")
     usage_weight: float | None = Field(None, description="a usage example's weight against one base-corpus "
                                        f"sequence (default {_D.usage_weight:g})")
+    max_usage_share: float | None = Field(None, description="the most usage may make of the training set, its "
+                                          f"weight lowered past it (default {_D.max_usage_share})")
     max_events: StrictInt | None = Field(None, description=f"the newest events a cycle reads (default {_D.max_events})")
     gate: GateIn | None = None
     rollout: RolloutRules | None = Field(None, description=f"the candidate's rollout (default {_D.rollout}); "
@@ -95,6 +97,7 @@ class PolicyView(BaseModel):
     holdout_fraction: float
     session_cap: float
     usage_weight: float
+    max_usage_share: float
     max_events: int
     gate: dict[str, Any]
     rollout: dict[str, Any]

@@ -44,7 +44,8 @@ class Policy:
     max_interval_s: float = DAY  # or this long since the last cycle (or since enabled) with any new event
     holdout_fraction: float = 0.1  # the newest sessions, by their first event, never trained on
     session_cap: float = 0.01  # the most one session may make of the usage examples
-    usage_weight: float = 1.0  # one usage example weighs this many base-corpus sequences
+    usage_weight: float = 1.0  # one usage example weighs this many base-corpus sequences ...
+    max_usage_share: float = 0.9  # ... unless usage would make more than this of the training set
     max_events: int = 50_000  # the newest events of the alias's usage a cycle reads
     gate: GateRules = field(default_factory=GateRules)
     rollout: dict[str, Any] = field(default_factory=lambda: {"steps": [10, 50, 100], "min_requests": 1000,
@@ -59,6 +60,8 @@ class Policy:
             raise InvalidInput("session_cap", f"must be within (0, 1], not {self.session_cap}")
         if not 0 < self.usage_weight <= 100:
             raise InvalidInput("usage_weight", f"must be within (0, 100], not {self.usage_weight}")
+        if not 0 < self.max_usage_share < 1:
+            raise InvalidInput("max_usage_share", f"must be within (0, 1), not {self.max_usage_share}")
         _within("max_events", self.max_events, 1, MAX_EVENTS)
         self.rollout_config()  # each raises InvalidInput naming its field
         self.check_training()

@@ -194,7 +194,8 @@ class Learning:
         events = self.store.learning.events(alias, self.default_model, due.newest_seq, policy.max_events)
         built = training_set.build(base, events, seq_length=ckpt.config.seq_length,
                                    vocab_size=ckpt.config.vocab_size, holdout_fraction=policy.holdout_fraction,
-                                   session_cap=policy.session_cap, usage_weight=policy.usage_weight)
+                                   session_cap=policy.session_cap, usage_weight=policy.usage_weight,
+                                   max_usage_share=policy.max_usage_share)
         number = due.policy.cycles + 1
         new_id = cycle_id(datetime.now(UTC))
         try:

@@ -11,8 +11,10 @@ Pure: events and sequences in, sequences and figures out; the cycle stores the d
 - The session cap: no session makes more than `session_cap` of the usage examples. Each session keeps its newest
   min(n, c) examples, c the largest count with c <= session_cap x (the examples kept). With fewer than
   1 / session_cap sessions nothing from usage can be kept, by this rule.
-- Weights: the base corpus's sequences count once each, a usage example `usage_weight` times; counts are made whole
-  by a common factor (at most 20), and scaled down together if the whole would pass a job's 100,000 sequences.
+- Weights: the base corpus's sequences count once each, a usage example `usage_weight` times, lowered if usage would
+  make more than `max_usage_share` of the whole (usage piles up cycle after cycle; the base corpus keeps its share).
+  Counts are made whole by a common factor (at most 20; for a small weight, the base counts many times instead), and
+  scaled down together if the whole would pass a job's 100,000 sequences.
 - Judged on: the holdout's sequences, and the base corpus's sequences whose first digit no usage example starts with
   (the prefixes usage did not touch), where the candidate must not forget what the alias's model knew.
 """
@@ -85,9 +87,18 @@ def cap_count(sizes: Sequence[int], cap: float) -> int:
     return low
 
 
+def applied_weight(base_total: int, usage_total: int, weight: float, max_share: float) -> float:
+    """A usage example's weight: `weight`, lowered if the usage would otherwise make more than `max_share` of the
+    whole (so that however much usage piles up, the base corpus keeps its share of the training)."""
+    if not base_total or not usage_total or weight * usage_total / (base_total + weight * usage_total) <= max_share:
+        return weight
+    return max_share / (1 - max_share) * base_total / usage_total
+
+
 def whole_counts(base: Counter[Seq], usage: Counter[Seq], weight: float) -> Counter[Seq]:
     """base + weight x usage as whole numbers in one proportion, at most MAX_SEQUENCES in all."""
-    ratio = Fraction(weight).limit_denominator(MAX_SCALE)
+    # a small weight: the base counts many times instead
+    ratio = Fraction(weight).limit_denominator(MAX_SCALE) if weight * MAX_SCALE >= 1 else Fraction(1, round(1 / weight))
     scale = ratio.denominator
     counts: Counter[Seq] = Counter()
     for s, n in base.items():
@@ -105,7 +116,8 @@ def whole_counts(base: Counter[Seq], usage: Counter[Seq], weight: float) -> Coun
 
 
 def build(base: Sequence[Sequence[int]], events: Sequence[Event], *, seq_length: int, vocab_size: int,
-          holdout_fraction: float, session_cap: float, usage_weight: float) -> TrainingSet:
+          holdout_fraction: float, session_cap: float, usage_weight: float,
+          max_usage_share: float = 1.0) -> TrainingSet:
     """events oldest first (by seq)."""
     sessions: dict[str, list[Seq]] = {}
     first: dict[str, int] = {}
@@ -128,7 +140,8 @@ def build(base: Sequence[Sequence[int]], events: Sequence[Event], *, seq_length:
         usage.extend(sessions[k][-c:] if c else [])
     holdout = [s for k in holdout_sessions for s in sessions[k]]
     base_counts: Counter[Seq] = Counter(tuple(s) for s in base)
-    counts = whole_counts(base_counts, Counter(usage), usage_weight)
+    weight = applied_weight(len(base), len(usage), usage_weight, max_usage_share)
+    counts = whole_counts(base_counts, Counter(usage), weight)
     sequences = [list(s) for s in sorted(counts) for _ in range(counts[s])]
     touched = sorted({s[0] for s in usage})
     base_eval = [tuple(s) for s in base if s[0] not in set(touched)]
@@ -136,5 +149,6 @@ def build(base: Sequence[Sequence[int]], events: Sequence[Event], *, seq_length:
                "training_sessions": len(training_sessions), "holdout_sessions": len(holdout_sessions),
                "usage_examples": len(usage), "capped_examples": sum(sizes) - len(usage), "session_limit": c,
                "holdout_examples": len(holdout), "base_sequences": len(base), "base_eval": len(base_eval),
-               "training_sequences": len(sequences)}
+               "training_sequences": len(sequences), "usage_weight_applied": round(weight, 6),
+               "usage_share": round(weight * len(usage) / (len(base) + weight * len(usage)), 4) if usage else 0.0}
     return TrainingSet(sequences, usage, holdout, base_eval, touched, figures)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from app.learning.training_set import build, cap_count, whole_counts
+from app.learning.training_set import applied_weight, build, cap_count, whole_counts
 from model.data import corpus_hash
 
 BASE = [[7, 2, 8, 4, 3]] * 6 + [[7, 6, 5, 2, 8]] * 3 + [[7, 9, 1, 2, 4]] + [[1, 0, 9, 1, 1]] * 2
@@ -102,3 +102,13 @@ def test_weights_are_whole_in_one_proportion_and_untouched_prefixes_are_judged()
     assert sum(huge.values()) <= 100_000 and huge[(2, 2, 2, 2, 2)] > 0
     result = built(made(20, 1, sequence=lambda s, i: (7, 0, 0, 0, s % 10)), session_cap=1.0)
     assert result.touched == [7] and {s[0] for s in result.base_eval} == {1}
+
+
+def test_however_much_usage_piles_up_the_base_keeps_its_share():
+    assert applied_weight(100, 900, 1.0, 0.9) == 1.0  # 90%: at the limit, untouched
+    lowered = applied_weight(100, 20_000, 1.0, 0.9)
+    assert abs(lowered * 20_000 / (100 + lowered * 20_000) - 0.9) < 1e-9
+    counts = whole_counts(Counter({(7, 2, 8, 4, 3): 100}), Counter({(3, 1, 1, 1, 1): 20_000}), lowered)
+    assert abs(counts[(3, 1, 1, 1, 1)] / sum(counts.values()) - 0.9) < 0.01
+    result = built(made(300, 5), session_cap=1.0, max_usage_share=0.5)
+    assert result.counts["usage_share"] == 0.5 and result.counts["usage_weight_applied"] < 1
