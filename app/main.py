@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             retry_s=settings.active_retry_s, retry_max_s=settings.active_retry_max_s)
         trials = Rollouts(store.rollouts, metrics, settings.default_model, decide_s=settings.rollout_decide_s, flush_s=settings.live_flush_s)
         trials.load = lambda model_id: registry.loader.load(model_id, fresh=True)
+        trials.hold = registry.hold
 
         def aliases_moved(version: int) -> None:  # rollouts bump the aliases' version: both are read again
             registry.follow_aliases(version)

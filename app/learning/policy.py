@@ -48,8 +48,11 @@ class Policy:
     max_usage_share: float = 0.9  # ... unless usage would make more than this of the training set
     max_events: int = 50_000  # the newest events of the alias's usage a cycle reads
     gate: GateRules = field(default_factory=GateRules)
+    # A candidate's cache starts cold: its p99 is judged over 1,000 requests a step (not 200), so that its first few
+    # misses are not its p99 against a control answered from the cache (bench/learning.py rolled back on that).
     rollout: dict[str, Any] = field(default_factory=lambda: {"steps": [10, 50, 100], "min_requests": 1000,
-                                                             "min_feedback": 300})
+                                                             "min_feedback": 300,
+                                                             "guardrails": {"min_latency_requests": 1000}})
     training: dict[str, Any] = field(default_factory=dict)  # job training fields over the default recipe
 
     def __post_init__(self) -> None:
