@@ -91,6 +91,8 @@ class Learning:
     def run_now(self, alias: str) -> dict[str, Any]:
         """A cycle by hand, whether the policy is on or not; Conflict while one is open."""
         if self.store.learning.policy(alias) is None:
+            if self.store.learning.named(alias, self.default_model) is None:
+                raise NotFound(f"alias {alias!r} does not exist")
             self.store.learning.put_policy(alias, False, Policy(alias=alias).config())
         started = self.trigger(alias, manual=True)
         assert started is not None  # a manual trigger raises rather than start nothing

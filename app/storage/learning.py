@@ -176,6 +176,11 @@ class LearningStore:
                 conn.execute(sa.update(learning_policies).where(learning_policies.c.alias == alias).values(**values))
             return _policy(conn.execute(sa.select(learning_policies).where(learning_policies.c.alias == alias)).one())
 
+    def named(self, alias: str, default_model: str) -> str | None:
+        """The model the alias names now; None when it does not exist."""
+        with read(self.engine) as conn:
+            return named_model(conn, alias, default_model)
+
     # -- what the trigger reads ------------------------------------------------------------------------
     def due(self, alias: str, default_model: str) -> Due | None:
         """The policy, the new events in the alias's usage, its open cycle: None without a policy or a model."""

@@ -79,3 +79,5 @@ def test_a_cycle_by_hand_is_an_ordinary_job_that_says_it_is_learnings(make_clien
     assert client.get("/learning/cycles/c-nothing").status_code == 404
     assert client.get("/learning").json()["state"]["open_cycle"] == cycle["id"]
     assert client.get("/learning/cycles", params={"limit": "0"}).status_code == 422
+    assert client.post("/learning/run", json={"alias": "nowhere"}).status_code == 404
+    assert client.get("/learning", params={"alias": "nowhere"}).json()["state"]["stored"] is False  # none was made
