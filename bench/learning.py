@@ -282,6 +282,16 @@ def seconds_between(start: str | None, end: float | None) -> float | None:
     return round(end - datetime.fromisoformat(start).timestamp(), 1)
 
 
+def poll_for(predicate, seconds: float):
+    """predicate's first truthy value within `seconds`, else None."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.25)
+
+
 def training_now(c: httpx.Client) -> bool:
     return any(j["status"] == "running" for j in c.get("/jobs", params={"limit": 5}).json())
 
@@ -295,16 +305,21 @@ def one_cycle(c: httpx.Client, url: str, n: int, users: Users, args, db_url: str
     control = c.get("/models/active").json()["id"]
     if not training_now(c):
         idles += [throughput(url, args.wrk_seconds, control) for _ in range(args.wrk_rounds)]
+    def numbered():
+        return next((x for x in c.get("/learning/cycles").json() if x["number"] == n), None)
+
+    # Usage goes on during a rollout: by the time a cycle ends, its rollout's traffic may have crossed the threshold
+    # again, and the loop starts the next cycle at its next look. Only when it did not do the users cross it here.
+    started_already = n > 1 and poll_for(numbered, args.check_wait)
     policy = c.get("/learning").json()
-    need = max(0, policy["min_feedback"] - (policy["state"]["new_events"] or 0))
+    need = 0 if started_already else max(0, policy["min_feedback"] - (policy["state"]["new_events"] or 0))
     driver = Driver(url, users, args.concurrency)
     started = time.monotonic()
     asyncio.run(driver.send(need))
     crossed = time.time()
     row["events_to_cross"] = {"sent": driver.sent, "errors": driver.errors, "seconds": round(time.monotonic() - started, 1),
-                              "already_new": policy["min_feedback"] - need}
-    cycle = wait(lambda: next((x for x in c.get("/learning/cycles").json() if x["number"] == n), None), 120,
-                 f"cycle {n}")
+                              "crossed_by": "the previous cycle's rollout traffic" if started_already else "these events"}
+    cycle = wait(numbered, 120, f"cycle {n}")
     job_id = cycle["job_id"]
     wait(lambda: c.get(f"/jobs/{job_id}").json()["status"] != "queued", 120, "the job to start")
     busy = []
@@ -386,6 +401,8 @@ def main() -> int:
     parser.add_argument("--wrk-seconds", type=int, default=3)
     parser.add_argument("--wrk-rounds", type=int, default=3)
     parser.add_argument("--rollout-timeout", type=float, default=900)
+    parser.add_argument("--check-wait", type=float, default=12, help="how long to wait for the loop to start the next "
+                        "cycle on its own (SEQ2SEQ_LEARNING_CHECK_S is 5 s) before the users cross the threshold")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     work = Path(tempfile.mkdtemp(prefix="seq2seq-learning-"))
