@@ -33,7 +33,7 @@ function current(cycle) {
   if (!cycle) return el("p", { class: "meta", id: "learning-current", "data-testid": "learning-current" }, "No cycle is running.");
   const job = cycle.job && typeof cycle.job === "object" ? cycle.job : null;
   const progress = job && job.progress && finite(job.progress.step)
-    ? ` step ${job.progress.step}${finite(job.progress.total_steps) ? ` of ${job.progress.total_steps}` : ""}` : "";
+    ? `, step ${job.progress.step}${finite(job.progress.total_steps) ? ` of ${job.progress.total_steps}` : ""}` : "";
   const what = cycle.status === "training" ? `training (job ${text(cycle.job_id)}: ${job ? text(job.status) : DASH}${progress})`
     : cycle.status === "rolling_out" ? `rolling out (rollout ${text(cycle.rollout_id)}; usage hit@3 ${usageHit(cycle)})`
       : text(cycle.status);
@@ -61,9 +61,15 @@ function drawAcceptance(canvas, series) {
   const w = canvas.width, h = canvas.height, pad = 10;
   ctx.clearRect(0, 0, w, h);
   ctx.strokeStyle = "#e3e6eb"; ctx.lineWidth = 1;
-  for (const y of [0, 0.5, 1]) { ctx.beginPath(); ctx.moveTo(pad, h - pad - (h - 2 * pad) * y); ctx.lineTo(w - pad, h - pad - (h - 2 * pad) * y); ctx.stroke(); }
+  ctx.font = "11px system-ui"; ctx.fillStyle = "#667085";
+  for (const y of [0, 0.5, 1]) {
+    const at = h - pad - (h - 2 * pad) * y;
+    ctx.beginPath(); ctx.moveTo(pad + 30, at); ctx.lineTo(w - pad, at); ctx.stroke();
+    ctx.fillText(`${100 * y}%`, pad, at + 4);
+  }
   const buckets = [...new Set(series.flatMap((s) => (s.points || []).map((p) => p.at)))].sort();
-  const x = (at) => pad + (w - 2 * pad) * (buckets.length > 1 ? buckets.indexOf(at) / (buckets.length - 1) : 0.5);
+  const left = pad + 36;
+  const x = (at) => left + (w - left - pad) * (buckets.length > 1 ? buckets.indexOf(at) / (buckets.length - 1) : 0.5);
   return series.map((s, i) => {
     const colour = COLOURS[i % COLOURS.length];
     const points = (s.points || []).filter((p) => finite(p.acceptance));
