@@ -71,7 +71,7 @@ train-default: install
 # Each writes bench/results/NAME.json with the machine. torchserve and cluster also build TorchServe's own
 # virtual environment (TS_VENV, default /tmp/ts-venv), oip MLServer's (MLSERVER_VENV, default /tmp/mlserver-venv);
 # cluster needs Debian's nginx (make nginx).
-BENCHES ?= train_speed calibration decode_speed load feedback batch hostile cold_start job_latency propagation torchserve oip cluster chaos
+BENCHES ?= train_speed calibration generalization decode_speed load feedback batch hostile cold_start job_latency propagation torchserve oip cluster chaos learning
 bench: install nginx
 	cd bench && for b in $(BENCHES); do ../$(BIN)/python $$b.py || exit 1; done
 

@@ -29,9 +29,10 @@ from .http import errors
 from .http.deps import MANAGEMENT_KEY
 from .http.middleware import ServiceMiddleware
 from .http.oip import routes as oip
-from .http.routes import aliases, feedback, health, inference, jobs, models, pages, rollouts
+from .http.routes import aliases, feedback, health, inference, jobs, learning, models, pages, rollouts
 from .inference.engine import Engine
 from .jobs import JobService, build_runner
+from .learning import Learning
 from .metrics import Metrics, WorkerMetrics
 from .registry import Registry
 from .rollouts.service import Rollouts
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             retry_s=settings.active_retry_s, retry_max_s=settings.active_retry_max_s)
         trials = Rollouts(store.rollouts, metrics, settings.default_model, decide_s=settings.rollout_decide_s, flush_s=settings.live_flush_s)
         trials.load = lambda model_id: registry.loader.load(model_id, fresh=True)
+        trials.hold = registry.hold
 
         def aliases_moved(version: int) -> None:  # rollouts bump the aliases' version: both are read again
             registry.follow_aliases(version)
@@ -109,7 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.batcher.start()
         trials.topk = engine.topk
         service = JobService(store, settings, metrics, None)
-        background: list[asyncio.Task] = [asyncio.get_running_loop().create_task(trials.run())]
+        loop = Learning(store, settings, wake=service.wake, rollouts_changed=trials.refresh)
+        background: list[asyncio.Task] = [asyncio.get_running_loop().create_task(trials.run()),
+                                          asyncio.get_running_loop().create_task(loop.run(settings.learning_check_s))]
 
         async def start_jobs() -> None:
             await service.start()
@@ -127,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.event_streams = 0
         app.state.impressions = impressions
         app.state.rollouts = trials
+        app.state.learning = loop
         # Everything loaded so far (torch, the app, the model) lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise stall every request for tens of milliseconds.
         gc.collect()
@@ -139,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.close()
         watcher.stop()
         service.close()
+        loop.close()
         impressions.close()
         trials.close()
         registry.close()
@@ -150,8 +156,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
     # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
-    for router in (inference.router, oip.infer_router, feedback.router, models.router, aliases.router,
-                   rollouts.router, jobs.router, health.router, oip.router, pages.router):
+    for router in (inference.router, oip.infer_router, feedback.router, feedback.manage, models.router,
+                   aliases.router, rollouts.router, learning.router, jobs.router, health.router, oip.router,
+                   pages.router):
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)

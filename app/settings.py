@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     rollout_decide_s: float = Field(1.0, gt=0, description="how often each serving process looks at the running "
                                     "rollouts and, when one should step up, promote or roll back, decides it under "
                                     "the database's lock (once, whichever process comes first)")
+    # Learning from usage (issue 18)
+    learning_check_s: float = Field(5.0, gt=0, description="how often each serving process looks at the learning "
+                                    "policies (is a cycle due?) and the open cycles (has a job or rollout ended?); "
+                                    "whichever process comes first starts or moves a cycle, once")
 
     @field_validator("impression_key", mode="before")
     @classmethod

@@ -51,6 +51,11 @@ class Checkpoint:
     data: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     name: str | None = None
+    corpus: torch.Tensor | None = None  # the corpus it was trained on, (sequences, seq_length), never shown in /models
+
+    def corpus_sequences(self) -> list[list[int]] | None:
+        """The training corpus, so that a learning cycle can build on it; None when the file keeps none."""
+        return None if self.corpus is None else self.corpus.tolist()
 
 
 def manifest_path(path: Path) -> Path:
@@ -79,8 +84,10 @@ def atomic_write(path: Path, payload: bytes) -> None:
 
 
 def save(path: Path | str, model: Seq2Seq, metrics: dict, train_config: dict | None = None,
-         data: dict | None = None, history: list | None = None, name: str | None = None) -> str:
-    """Write the checkpoint and its manifest; return the SHA-256 of the checkpoint."""
+         data: dict | None = None, history: list | None = None, name: str | None = None,
+         corpus: list[list[int]] | None = None) -> str:
+    """Write the checkpoint and its manifest; return the SHA-256 of the checkpoint. `corpus`: the sequences it was
+    trained on, kept as one small integer tensor beside its digest (data["sha256"])."""
     path = Path(path)
     payload = {
         "format_version": FORMAT_VERSION,
@@ -94,6 +101,8 @@ def save(path: Path | str, model: Seq2Seq, metrics: dict, train_config: dict | N
         "name": name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if corpus:
+        payload["corpus"] = torch.tensor(corpus, dtype=torch.int16 if model.config.vocab_size <= 32767 else torch.int32)
     buf = io.BytesIO()
     torch.save(payload, buf)
     blob = buf.getvalue()
@@ -139,7 +148,18 @@ def load(path: Path | str, device: torch.device | str = "cpu") -> Checkpoint:
     model.to(device).eval()
     return Checkpoint(model, config, payload["metrics"], payload["created_at"], digest, path,
                       payload.get("train_config", {}), payload.get("data", {}), payload.get("history", []),
-                      payload.get("name"))
+                      payload.get("name"), _corpus(path, payload.get("corpus"), config))
+
+
+def _corpus(path: Path, raw: object, config: ModelConfig) -> torch.Tensor | None:
+    """The stored corpus, if any: integer tokens of the model's length and vocabulary, or CheckpointError."""
+    if raw is None:
+        return None
+    if not isinstance(raw, torch.Tensor) or raw.dim() != 2 or raw.dtype not in (torch.int16, torch.int32):
+        raise CheckpointError(path, "its corpus is not a table of integer tokens")
+    if raw.size(1) != config.seq_length or (raw.numel() and not bool(((raw >= 0) & (raw < config.vocab_size)).all())):
+        raise CheckpointError(path, "its corpus does not fit the model's length and vocabulary")
+    return raw
 
 
 def _bounded_config(path: Path, raw: object) -> ModelConfig:

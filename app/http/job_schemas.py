@@ -210,6 +210,8 @@ class JobView(BaseModel):
     config: dict[str, Any] = Field(description="the job as submitted, its dataset as a count and a hash")
     name: str | None
     worker: WorkerView | None = Field(description="the process holding its lease, while it runs")
+    trigger: str = Field("api", description="who queued it: api (POST /jobs) or learning (a learning cycle, named by "
+                         "config.cycle)")
 
     @classmethod
     def of(cls, job: storage.JobRow) -> JobView:
@@ -219,4 +221,5 @@ class JobView(BaseModel):
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
             "error": job.error, "model_id": job.model_id, "activated": job.activated,
             "activation_reason": job.activation_reason, "attempt": job.attempt, "max_attempts": job.max_attempts,
-            "handbacks": job.handbacks, "config": job.config, "name": job.config.get("name"), "worker": worker})
+            "handbacks": job.handbacks, "config": job.config, "name": job.config.get("name"), "worker": worker,
+            "trigger": job.config.get("trigger", "api")})

@@ -20,6 +20,8 @@ import torch
 
 from model import checkpoint
 from model.evaluation import evaluate
+from model.gate import judge
+from model.heldout import Neural
 from model.training import Progress, TrainResult, train
 
 from .protocol import Gate, Message, Result, RunMetrics, RunSpec, encode
@@ -47,6 +49,22 @@ def gate(run: RunSpec, result: TrainResult) -> Gate:
     dataset = spec.dataset()
     prefix_lengths = spec.training.prefix_lengths or dataset.default_prefix_lengths()
     return Gate(new_score, evaluate(active.model, dataset.eval_set(spec.training, prefix_lengths)), True)
+
+
+def learning_gate(run: RunSpec, result: TrainResult) -> dict:
+    """A learning cycle's offline gate: the candidate against the alias's model on the usage holdout and on the base
+    corpus's untouched prefixes (model.gate). An unreadable alias model refuses, saying so."""
+    learning = run.learning or {}
+    try:
+        if not run.compare_with:
+            raise checkpoint.CheckpointError(str(run.compared_id), "it could not be read from the registry")
+        control = checkpoint.load(run.compare_with)
+    except checkpoint.CheckpointError as exc:
+        return {"passed": False, "reason": f"refused: the alias's model {run.compared_id!r} cannot be read ({exc.reason})"}
+    if (control.config.vocab_size, control.config.seq_length) != (run.spec.model.vocab_size, run.spec.model.seq_length):
+        return {"passed": False, "reason": "refused: the alias's model has another vocabulary size or sequence length"}
+    return judge(Neural(control.model), Neural(result.model), learning.get("holdout", []), learning.get("base_eval", []),
+                 **learning.get("gate", {}))
 
 
 def die_with_parent(parent_pid: int | None) -> None:
@@ -110,8 +128,12 @@ def main(argv: list[str]) -> int:
     if result.status == "cancelled":
         emit(Result("cancelled", metrics, result.history))
         return 0
+    corpus = spec.sequences  # kept with the model, so a learning cycle can build on it
+    if run.learning is not None:
+        result.metrics["learning_gate"] = learning_gate(run, result)
+        corpus = run.learning.get("base_corpus") or corpus  # a cycle's model keeps its base, not the usage
     checkpoint.save(run.out, result.model, result.metrics, spec.training.to_dict(), result.data, result.history,
-                    name=spec.name)
+                    name=spec.name, corpus=corpus)
     emit(Result("succeeded", metrics, result.history, gate(run, result)))
     return 0
 

@@ -28,6 +28,9 @@ class RunSpec:
     compare_with: str | None = None  # a checkpoint file of the model active when the job started
     compared_id: str | None = None
     parent_pid: int | None = None  # the process dies with its runner
+    # A learning cycle's job: the base corpus to keep with the model, the usage holdout and the base sequences the
+    # offline gate scores it on against compare_with (the alias's model), and the gate's rules (app/learning)
+    learning: dict[str, Any] | None = None
 
     def dumps(self) -> str:
         rest = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "spec"}

@@ -20,6 +20,12 @@ log = logging.getLogger("seq2seq.jobs")
 Persist = Callable[[Callable[[], storage.Finished]], Awaitable[storage.Finished]]  # runs a write, retrying
 
 
+def _written(path: Path, blob: bytes) -> Path:
+    path.write_bytes(blob)
+    checkpoint.manifest_path(path).write_text(f"{storage.sha256_of(blob)}  {path.name}\n")
+    return path
+
+
 class NotRegistered(Exception):
     """The trained checkpoint cannot be registered; the reason names no file path."""
 
@@ -47,9 +53,14 @@ class Registration:
             return None, None, pointer
         except storage.StorageError:
             return compared_id, None, pointer
-        path.write_bytes(blob)
-        checkpoint.manifest_path(path).write_text(f"{storage.sha256_of(blob)}  {path.name}\n")
-        return compared_id, path, pointer
+        return compared_id, _written(path, blob), pointer
+
+    def checkpoint_of(self, model_id: str, path: Path) -> Path | None:
+        """The model's checkpoint written to `path` (with its manifest); None when it cannot be read."""
+        try:
+            return _written(path, self.store.models.checkpoint_bytes(model_id))
+        except storage.StorageError:  # NotFound included: the gate then refuses, saying so
+            return None
 
     async def register(self, lease: storage.Lease, model_id: str | None, run: RunSpec, result: Result,
                        outcome: storage.JobOutcome, compared: storage.Pointer, persist: Persist) -> storage.Finished:

@@ -155,13 +155,19 @@ class Supervisor:
 
     def _prepare(self, job: storage.JobRow) -> tuple[RunSpec, list[Path], storage.Pointer]:
         """The job's spec file, where its checkpoint goes and, for if_better, the model it is compared with."""
-        spec = parse_job(self.store.jobs.body(job.id))  # the stored body, read by the same rules as ever
+        body = self.store.jobs.body(job.id)
+        learning = body.pop("learning", None) if isinstance(body, dict) else None  # a learning cycle's job
+        spec = parse_job(body)  # the stored body, read by the same rules as ever
         spec_path, out = self.workdir / f"{job.id}.run.json", self.workdir / f"{job.id}.pt"
-        compared_id, compare_with, pointer = self.registration.baseline(spec, self.workdir / f"{job.id}.active.pt")
+        if learning is not None:  # compared with the model the cycle started from, whatever is active now
+            compared_id, pointer = learning["control"], self.store.models.active()
+            compare_with = self.registration.checkpoint_of(compared_id, self.workdir / f"{job.id}.active.pt")
+        else:
+            compared_id, compare_with, pointer = self.registration.baseline(spec, self.workdir / f"{job.id}.active.pt")
         files = [spec_path, out] + ([compare_with] if compare_with else [])
         run = RunSpec(spec=spec, out=str(out), device=str(self.device.granted), threads=self.threads,
                       compare_with=str(compare_with) if compare_with else None, compared_id=compared_id,
-                      parent_pid=os.getpid())
+                      parent_pid=os.getpid(), learning=learning)
         checkpoint.atomic_write(spec_path, run.dumps().encode())
         return run, files, pointer
 

@@ -48,6 +48,9 @@ class Registry:
         self.db = Lane("registry-db", db_threads, db_waiting, "the registry's database is not answering; "
                        "try again shortly", retry_after=5)
         self._pending: dict[str, asyncio.Future[LoadedModel]] = {}  # named models being loaded, one future each
+        # Running rollouts' candidates: the database refuses to delete them while their rollout runs, so their
+        # rows need no recheck, and a candidate's requests never wait on the database that the control's skip.
+        self.held: frozenset[str] = frozenset()
 
     # -- what this process serves ----------------------------------------------------------------------
     @property
@@ -136,7 +139,7 @@ class Registry:
             return active
         loaded = self.loader.cached(model_id)
         if loaded is not None:
-            if self.loader.stale(model_id):
+            if self.loader.stale(model_id) and model_id not in self.held:
                 await self.db.run(self._recheck, model_id)
             return loaded
         remembered = self.loader.failure(model_id)
@@ -150,6 +153,10 @@ class Registry:
         loaded = await asyncio.shield(pending)
         self.loader.seen(model_id)
         return loaded
+
+    def hold(self, model_ids: frozenset[str]) -> None:
+        """The candidates of the running rollouts this process follows (Rollouts.refresh)."""
+        self.held = model_ids
 
     def _recheck(self, model_id: str) -> None:
         try:

@@ -148,6 +148,7 @@ class Rollouts:
         self._shadow: asyncio.Queue | None = None
         self.topk: Callable[..., Any] | None = None  # engine.topk, set once the engine exists (the shadow's decodes)
         self.load: Callable[[str], Any] | None = None  # a blocking load of a model (a manual promotion loads first)
+        self.hold: Callable[[frozenset[str]], None] | None = None  # tells the registry which candidates are held
 
     # -- the map requests use (no database) ----------------------------------------------------------
     def on(self, alias: str) -> Running | None:
@@ -162,9 +163,11 @@ class Rollouts:
         found = {row.alias: Running(row.id, row.alias, row.candidate, row.step, row.percent, row.shadow,
                                     float(row.config.get("sample", DEFAULT_SAMPLE))) for row in rows}
         fresh = [r for r in found.values() if r.id not in self._by_id]
-        self._running, self._by_id = found, {r.id: r for r in found.values()}
-        for rollout in fresh:  # loaded before its first request, so its latency is not a cold start's
+        for rollout in fresh:  # loaded before its first request is routed to it, so its latency is not a cold start's
             self._preload(rollout.candidate)
+        if self.hold is not None:  # undeletable while their rollout runs: no once-a-second recheck on their requests
+            self.hold(frozenset(r.candidate for r in found.values()))
+        self._running, self._by_id = found, {r.id: r for r in found.values()}
 
     def _preload(self, model_id: str) -> None:
         if self.load is None:

@@ -12,7 +12,7 @@ schema (tables), migrate (+ migrations/), legacy (import of the previous version
 aliases (AliasStore: production, which is the active pointer, the other aliases and their history),
 rows (what the stores return: ModelRow, CheckpointInfo), jobs (JobStore, with its JobRow, Lease, NewJob, JobOutcome),
 feedback (FeedbackStore: feedback on impressions, the impressions' key), rollouts (RolloutStore: rollouts, their
-decisions, the live counters),
+decisions, the live counters), learning (LearningStore: learning policies and their cycles, started once),
 watcher (ActiveWatcher), checkpoints (hash and load from bytes), filesystems (no SQLite on a network
 filesystem), clock, errors.
 From a shell: `python -m app.storage migrate --url URL`.
@@ -41,6 +41,7 @@ from .errors import (
 )
 from .feedback import FeedbackEvent, FeedbackRow, FeedbackStore
 from .jobs import ExpiredLeases, Finished, JobOutcome, JobRow, JobStore, Lease, LeaseLost, NewJob, Pointer
+from .learning import CycleRow, Due, LearningStore, NewCycle, PolicyRow, Unchanged
 from .legacy import LegacyReport, import_legacy
 from .migrate import (
     LOCK_TIMEOUT_S,
@@ -64,8 +65,10 @@ __all__ = [
     "AliasStore",
     "CheckpointInfo",
     "Conflict",
+    "CycleRow",
     "DecisionRow",
     "DowngradeRefused",
+    "Due",
     "ExpiredLeases",
     "FeedbackEvent",
     "FeedbackRow",
@@ -75,6 +78,7 @@ __all__ = [
     "JobOutcome",
     "JobRow",
     "JobStore",
+    "LearningStore",
     "Lease",
     "LeaseLost",
     "LegacyReport",
@@ -82,10 +86,12 @@ __all__ = [
     "MigrationResult",
     "ModelRow",
     "ModelStore",
+    "NewCycle",
     "NewJob",
     "NotFound",
     "Outcome",
     "Pointer",
+    "PolicyRow",
     "QueueFull",
     "QuotaFull",
     "RolloutRow",
@@ -96,6 +102,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "Timeouts",
+    "Unchanged",
     "UnsupportedLocation",
     "check_schema",
     "default_url",
@@ -126,6 +133,7 @@ class Storage:
         self.aliases = AliasStore(engine)
         self.feedback = FeedbackStore(engine)
         self.rollouts = RolloutStore(engine)
+        self.learning = LearningStore(engine)
 
     def watch_active(self, callback: Callback, **kwargs) -> ActiveWatcher:
         """A watcher on this engine (not started); see ActiveWatcher for the keyword arguments."""

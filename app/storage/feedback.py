@@ -99,6 +99,11 @@ class FeedbackStore:
             raise NotFound(f"no feedback for impression {impression_id[:64]!r}")
         return _row(row)
 
+    def delete_session(self, session: str) -> int:
+        """Forget every event of one session (a user's request); how many there were."""
+        with write(self.engine) as conn:
+            return conn.execute(sa.delete(feedback).where(feedback.c.session == session)).rowcount
+
     def count(self, model_id: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(feedback)
         if model_id is not None:

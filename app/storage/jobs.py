@@ -243,19 +243,25 @@ class JobStore:
         or `trained_models` trained models counting those the queued and running jobs will add (QuotaFull). The
         checks and the insert are one serialized transaction, so concurrent submissions never overshoot."""
         with write(self.engine) as conn:
-            if is_postgres(conn):
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SUBMIT_LOCK_KEY)))
-            self._check_limits(conn, queue_limit, records, trained_models)
-            if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job.id)).first() is not None:
-                raise Conflict(f"job {job.id!r} already exists")
-            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1)).scalar_one()
-            conn.execute(sa.insert(jobs).values(
-                id=job.id, seq=seq, status="queued", config=json.dumps(job.config),
-                body=None if job.body is None else json.dumps(job.body), progress=json.dumps(job.progress),
-                history=json.dumps(job.history), created_at=job.created_at or clock.iso(clock.db_now(conn)),
-                model_id=job.model_id, activated=False, attempt=0, max_attempts=job.max_attempts,
-                cancel_requested=False, handbacks=0))
-            return self._get(conn, job.id)
+            return self.submit_in(conn, job, queue_limit, records=records, trained_models=trained_models)
+
+    @classmethod
+    def submit_in(cls, conn: Connection, job: NewJob, queue_limit: int, *, records: int | None = None,
+                  trained_models: int | None = None) -> JobRow:
+        """submit within the caller's write transaction (a learning cycle queues its job with the cycle's row)."""
+        if is_postgres(conn):
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SUBMIT_LOCK_KEY)))
+        cls._check_limits(conn, queue_limit, records, trained_models)
+        if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job.id)).first() is not None:
+            raise Conflict(f"job {job.id!r} already exists")
+        seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1)).scalar_one()
+        conn.execute(sa.insert(jobs).values(
+            id=job.id, seq=seq, status="queued", config=json.dumps(job.config),
+            body=None if job.body is None else json.dumps(job.body), progress=json.dumps(job.progress),
+            history=json.dumps(job.history), created_at=job.created_at or clock.iso(clock.db_now(conn)),
+            model_id=job.model_id, activated=False, attempt=0, max_attempts=job.max_attempts,
+            cancel_requested=False, handbacks=0))
+        return cls._get(conn, job.id)
 
     @staticmethod
     def _check_limits(conn: Connection, queue_limit: int, records: int | None, trained_models: int | None) -> None:

@@ -148,37 +148,8 @@ class RolloutStore:
         """Conflict when the alias has a running rollout, or already names the candidate; NotFound for an unknown
         alias or candidate. Production before any activation names default_model."""
         with write(self.engine) as conn:
-            pointer, _ = lock_pointer(conn)
-            named = pointer or default_model if alias == PRODUCTION else conn.execute(
-                sa.select(aliases.c.model_id).where(aliases.c.name == alias)).scalar()
-            if named is None:
-                raise NotFound(f"alias {alias!r} does not exist")
-            control: str = named
-            if conn.execute(sa.select(models.c.id).where(models.c.id == candidate)).first() is None:
-                raise NotFound(f"model {candidate!r} is not registered")
-            if control == candidate:
-                raise Conflict(f"alias {alias!r} already names {candidate!r}: nothing to roll out")
-            running = conn.execute(sa.select(rollouts.c.id).where(rollouts.c.alias == alias,
-                                                                  rollouts.c.status == "running")).scalar()
-            if running is not None:
-                raise Conflict(f"rollout {running!r} is already running on alias {alias!r}; one at a time")
-            now = clock.db_now(conn)
-            at = clock.iso(now)
-            rollout_id = new_id(now)
-            try:
-                with conn.begin_nested():  # the index is the last word when two starts race past the check
-                    conn.execute(sa.insert(rollouts).values(
-                        id=rollout_id, alias=alias, control=control, candidate=candidate,
-                        config=json.dumps(dict(config)), status="running", step=0, percent=percent, shadow=shadow,
-                        started_at=at, step_started_at=at))
-            except sa.exc.IntegrityError:
-                raise Conflict(f"a rollout is already running on alias {alias!r}; one at a time") from None
-            _decision(conn, rollout_id, at, "start", 0, percent,
-                      f"started on {alias!r}: control {control!r}, candidate {candidate!r}"
-                      + (" (shadow: no traffic to the candidate)" if shadow else f", {percent:g}% to the candidate"),
-                      actor, {"config": dict(config)})
-            bump(conn)
-            return _rollout(conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).one())
+            return start_in(conn, alias=alias, candidate=candidate, config=config, percent=percent, shadow=shadow,
+                            default_model=default_model, actor=actor)
 
     def decide(self, rollout_id: str, step: int,
                judge: Callable[[RolloutRow, dict[str, dict[str, int]], datetime], Outcome | None]) -> Outcome | None:
@@ -243,6 +214,46 @@ class RolloutStore:
                 statement = insert(live_counters).values(rows[start:start + CHUNK])
                 conn.execute(statement.on_conflict_do_update(
                     index_elements=["subject", "name"], set_={"value": live_counters.c.value + statement.excluded.value}))
+
+
+
+def start_in(conn: Connection, *, alias: str, candidate: str, config: Mapping[str, Any], percent: float,
+             shadow: bool, default_model: str, actor: str = "api", expected_control: str | None = None) -> RolloutRow:
+    """RolloutStore.start within the caller's write transaction. expected_control: Conflict unless the alias names
+    it now (a learning cycle's gate compared its candidate with that model)."""
+    pointer, _ = lock_pointer(conn)
+    named = pointer or default_model if alias == PRODUCTION else conn.execute(
+        sa.select(aliases.c.model_id).where(aliases.c.name == alias)).scalar()
+    if named is None:
+        raise NotFound(f"alias {alias!r} does not exist")
+    control: str = named
+    if expected_control is not None and control != expected_control:
+        raise Conflict(f"alias {alias!r} names {control!r} now, not {expected_control!r}")
+    if conn.execute(sa.select(models.c.id).where(models.c.id == candidate)).first() is None:
+        raise NotFound(f"model {candidate!r} is not registered")
+    if control == candidate:
+        raise Conflict(f"alias {alias!r} already names {candidate!r}: nothing to roll out")
+    running = conn.execute(sa.select(rollouts.c.id).where(rollouts.c.alias == alias,
+                                                          rollouts.c.status == "running")).scalar()
+    if running is not None:
+        raise Conflict(f"rollout {running!r} is already running on alias {alias!r}; one at a time")
+    now = clock.db_now(conn)
+    at = clock.iso(now)
+    rollout_id = new_id(now)
+    try:
+        with conn.begin_nested():  # the index is the last word when two starts race past the check
+            conn.execute(sa.insert(rollouts).values(
+                id=rollout_id, alias=alias, control=control, candidate=candidate,
+                config=json.dumps(dict(config)), status="running", step=0, percent=percent, shadow=shadow,
+                started_at=at, step_started_at=at))
+    except sa.exc.IntegrityError:
+        raise Conflict(f"a rollout is already running on alias {alias!r}; one at a time") from None
+    _decision(conn, rollout_id, at, "start", 0, percent,
+              f"started on {alias!r}: control {control!r}, candidate {candidate!r}"
+              + (" (shadow: no traffic to the candidate)" if shadow else f", {percent:g}% to the candidate"),
+              actor, {"config": dict(config)})
+    bump(conn)
+    return _rollout(conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).one())
 
 
 def _counters(conn: Connection, subjects: list[str] | None, prefix: str | None = None) -> dict[str, dict[str, int]]:

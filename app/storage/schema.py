@@ -178,3 +178,49 @@ live_counters = sa.Table(
     sa.Column("name", sa.String(16), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+# Learning from usage (0006): one policy per alias, and the cycles it started. `last_seq` is the feedback high-water
+# mark of the last cycle (events with a larger seq are new) and `cycles` how many it started: the trigger's
+# conditional update on both is what makes one threshold crossing one cycle, whatever the number of replicas.
+learning_policies = sa.Table(
+    "learning_policies", metadata,
+    sa.Column("alias", sa.String(32), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),            # JSON: the policy's other fields (app/learning/policy)
+    sa.Column("updated_at", sa.Text, nullable=False),
+    sa.Column("enabled_at", sa.Text),                        # the interval trigger counts from here before a cycle
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cycles", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_cycle_at", sa.Text),
+)
+
+# Each cycle: why it started, the events it read, its job, the gate's figures, its rollout, and how it ended. At most
+# one open (training or rolling out) per alias, and one per (alias, number): two replicas cannot both start one.
+CYCLE_STATUSES = ("training", "rolling_out", "ended")
+learning_cycles = sa.Table(
+    "learning_cycles", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("alias", sa.String(32), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),     # threshold, interval, manual
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16)),                     # once ended: promoted, rolled_back, refused, failed, ...
+    sa.Column("reason", sa.Text),                            # why it ended so
+    sa.Column("control", sa.String(64), nullable=False),     # the alias's model when it started (no foreign key)
+    sa.Column("job_id", sa.String(64)),
+    sa.Column("candidate", sa.String(64)),                   # the job's model id
+    sa.Column("rollout_id", sa.String(64)),
+    sa.Column("feedback_after", sa.BigInteger, nullable=False),    # the events new to it: seq in (after, through]
+    sa.Column("feedback_through", sa.BigInteger, nullable=False),
+    sa.Column("counts", sa.Text, nullable=False),            # JSON: events, usage examples, holdout, sessions capped...
+    sa.Column("data", sa.Text, nullable=False),              # JSON: the training set's digest, the holdout's, ...
+    sa.Column("gate", sa.Text),                              # JSON: the offline gate's figures and verdict
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Text, nullable=False),
+    sa.Column("ended_at", sa.Text),
+    sa.CheckConstraint("status IN ('training', 'rolling_out', 'ended')", name="ck_learning_cycles_status"),
+    sa.UniqueConstraint("alias", "number", name="uq_learning_cycles_alias_number"),
+)
+sa.Index("uq_learning_cycles_open_alias", learning_cycles.c.alias, unique=True,
+         sqlite_where=learning_cycles.c.status != "ended", postgresql_where=learning_cycles.c.status != "ended")
+sa.Index("ix_learning_cycles_created", learning_cycles.c.created_at)

@@ -226,7 +226,7 @@ def test_python_m_app_migrate_runs_the_migrations_alone_once(tmp_path):
     runs = [subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
-    assert "applied=['0001', '0002', '0003', '0004', '0005']" in runs[0].stdout and "applied=[]" in runs[1].stdout
+    assert "applied=['0001', '0002', '0003', '0004', '0005', '0006']" in runs[0].stdout and "applied=[]" in runs[1].stdout
     assert storage.open_storage(f"sqlite:///{tmp_path / 'data' / 'seq2seq.db'}", run_migrations=False).models.list() == []
 
 

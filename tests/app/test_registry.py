@@ -90,6 +90,20 @@ def test_a_model_deleted_elsewhere_is_forgotten_at_the_next_recheck(store, weigh
     assert forgotten == ["gone"] and registry.loader.cached("gone") is None
 
 
+def test_a_running_rollouts_candidate_is_not_rechecked_while_it_is_held(store, weights_copy):
+    register_copy(store, "held")
+    registry = make_registry(store, weights_copy)
+    registry.loader.clock = clock = Clock()
+    loaded = asyncio.run(registry.resolve_async("held"))
+    registry.hold(frozenset({"held"}))  # the database refuses its deletion while the rollout runs
+    store.models.delete("held")  # stands for a row this process could not read in time
+    clock.now += 5
+    assert asyncio.run(registry.resolve_async("held")) is loaded  # no query on the request's path
+    registry.hold(frozenset())  # the rollout ended: rechecked as any named model
+    with pytest.raises(storage.NotFound):
+        asyncio.run(registry.resolve_async("held"))
+
+
 def corrupt(store: storage.Storage, model_id: str, blob: bytes) -> None:
     """Overwrite a trained model's stored bytes, as a bad disk or a tampered row would."""
     import sqlalchemy as sa

@@ -136,3 +136,21 @@ def test_a_tampered_configuration_beyond_the_limits_is_refused_before_anything_i
     _rewrite(path, payload)
     with pytest.raises(CheckpointError, match=message):
         checkpoint.load(path)
+
+
+def test_a_corpus_is_kept_beside_the_weights_and_outside_the_data_description(saved, tmp_path):
+    model, path = saved
+    assert checkpoint.load(path).corpus_sequences() is None  # a file without one says so
+    corpus = [[7, 2, 8, 4, 3], [7, 2, 8, 4, 3], [1, 0, 9, 1, 1]]
+    checkpoint.save(tmp_path / "c.pt", model, {}, data={"kind": "corpus", "sequences": 3}, corpus=corpus)
+    ckpt = checkpoint.load(tmp_path / "c.pt")
+    assert ckpt.corpus_sequences() == corpus and ckpt.data == {"kind": "corpus", "sequences": 3}
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    payload["corpus"] = torch.tensor([[7, 2, 8, 4, 12]], dtype=torch.int16)  # a token outside the vocabulary
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(buf.getvalue())
+    checkpoint.manifest_path(bad).write_text(f"{__import__('hashlib').sha256(buf.getvalue()).hexdigest()}  bad.pt\n")
+    with pytest.raises(CheckpointError, match="corpus does not fit"):
+        checkpoint.load(bad)

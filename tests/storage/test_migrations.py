@@ -41,7 +41,7 @@ def tables(url: str) -> set[str]:
 
 def test_migrate_builds_the_schema_once(db_url):
     first = migrate(db_url)
-    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001", "0002", "0003", "0004", "0005"],
+    assert (first.before, first.after, first.applied, first.legacy) == (None, head_revision(), ["0001", "0002", "0003", "0004", "0005", "0006"],
                                                                          None)
     again = migrate(db_url)
     assert (again.before, again.applied) == (head_revision(), [])
@@ -67,7 +67,7 @@ def test_concurrent_starts_migrate_exactly_once(db_url):
     assert ready == ["ready\n"] * 3, [err for _, err in outputs]
     assert [p.returncode for p in procs] == [0] * 3, [err for _, err in outputs]
     applied = sorted(json.loads(out) for out, _ in outputs)
-    assert applied == [[], [], ["0001", "0002", "0003", "0004", "0005"]]  # one process migrated; the others found it done
+    assert applied == [[], [], ["0001", "0002", "0003", "0004", "0005", "0006"]]  # one process migrated; the others found it done
     assert tables(db_url) >= TABLES
 
 
@@ -86,7 +86,7 @@ def test_cli_migrates_and_the_package_stays_out_of_the_service(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     result, imported = done.stdout.strip().splitlines()
-    assert json.loads(result)["applied"] == ["0001", "0002", "0003", "0004", "0005"]
+    assert json.loads(result)["applied"] == ["0001", "0002", "0003", "0004", "0005", "0006"]
     assert imported == "[]"  # no HTTP layer, no service module, no torch just to migrate
     assert tables(url) >= TABLES
 
@@ -142,7 +142,7 @@ def test_0002_adds_the_lease_token_and_handbacks_to_existing_jobs_and_goes_back(
                 "max_attempts, lease_owner, lease_expires_at, cancel_requested) VALUES ('j', 1, 'running', '{}', "
                 "'{}', '[]', '2026-01-01T00:00:00.000+00:00', false, 1, 2, 'w', '2026-01-01T00:00:15.000+00:00', "
                 "false)"))
-        assert migrate(db_url).applied == ["0002", "0003", "0004", "0005"]
+        assert migrate(db_url).applied == ["0002", "0003", "0004", "0005", "0006"]
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT id, status, lease_owner, lease_token, handbacks FROM jobs")).all() \
                 == [("j", "running", "w", None, 0)]
@@ -173,7 +173,7 @@ def test_0003_records_the_active_model_as_productions_first_move_and_keeps_the_h
                                  "'/w/b.pt', 'y', '2026-01-01T00:00:00.000+00:00', '{}')"))
             conn.execute(sa.text("UPDATE active_model SET model_id = 'a', version = 3, "
                                  "changed_at = '2026-01-02T00:00:00.000+00:00'"))
-        assert migrate(db_url).applied == ["0003", "0004", "0005"]
+        assert migrate(db_url).applied == ["0003", "0004", "0005", "0006"]
         store = open_storage(db_url, run_migrations=False)
         try:
             [seed] = store.aliases.history("production")
@@ -182,7 +182,7 @@ def test_0003_records_the_active_model_as_productions_first_move_and_keeps_the_h
             with engine.begin() as conn:  # only the seed: nothing is lost by going back
                 downgrade(alembic_config(conn), "0002")
             assert "aliases" not in sa.inspect(engine).get_table_names()
-            assert migrate(db_url).applied == ["0003", "0004", "0005"]
+            assert migrate(db_url).applied == ["0003", "0004", "0005", "0006"]
             store.models.activate("b")  # production moves; previous names a
             with pytest.raises(DowngradeRefused, match="1 alias"), engine.begin() as conn:
                 downgrade(alembic_config(conn), "0002")
@@ -202,13 +202,13 @@ def test_0004_adds_the_feedback_table_and_refuses_to_drop_recorded_feedback(db_u
     from app.storage import DowngradeRefused
     from app.storage.migrate import alembic_config
 
-    assert migrate(db_url).applied[-1] == "0005"
+    assert migrate(db_url).applied[-1] == "0006"
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
             downgrade(alembic_config(conn), "0003")
         assert "feedback" not in tables(db_url)
-        assert migrate(db_url).applied == ["0004", "0005"]
+        assert migrate(db_url).applied == ["0004", "0005", "0006"]
         with engine.begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO feedback (impression_id, model_id, prefix, k, suggestions, impression_at, received_at) "
@@ -220,7 +220,7 @@ def test_0004_adds_the_feedback_table_and_refuses_to_drop_recorded_feedback(db_u
             raise AssertionError("the downgrade dropped recorded feedback")
         except DowngradeRefused as refused:
             assert "1 feedback event" in str(refused)
-        assert current_revision(engine) == "0005" and "feedback" in tables(db_url)
+        assert current_revision(engine) == "0006" and "feedback" in tables(db_url)
     finally:
         engine.dispose()
 
@@ -232,13 +232,13 @@ def test_0005_adds_the_rollout_tables_and_refuses_to_drop_recorded_rollouts(db_u
     from app.storage import DowngradeRefused
     from app.storage.migrate import alembic_config
 
-    assert migrate(db_url).applied[-1] == "0005"
+    assert migrate(db_url).applied[-1] == "0006"
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
             downgrade(alembic_config(conn), "0004")
         assert not {"rollouts", "rollout_decisions", "live_counters"} & set(tables(db_url))
-        assert migrate(db_url).applied == ["0005"]
+        assert migrate(db_url).applied == ["0005", "0006"]
         with engine.begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO rollouts (id, alias, control, candidate, config, status, step, percent, shadow, "
@@ -250,6 +250,37 @@ def test_0005_adds_the_rollout_tables_and_refuses_to_drop_recorded_rollouts(db_u
             raise AssertionError("the downgrade dropped a recorded rollout")
         except DowngradeRefused as refused:
             assert "1 rollout" in str(refused)
-        assert current_revision(engine) == "0005" and "rollouts" in tables(db_url)
+        assert current_revision(engine) == "0006" and "rollouts" in tables(db_url)
+    finally:
+        engine.dispose()
+
+
+def test_0006_adds_the_learning_tables_and_refuses_to_drop_recorded_cycles(db_url):
+    """0006 only adds tables; going back drops them while no cycle was ever started, and refuses afterwards."""
+    from alembic.command import downgrade
+
+    from app.storage import DowngradeRefused
+    from app.storage.migrate import alembic_config
+
+    assert migrate(db_url).applied[-1] == "0006"
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            downgrade(alembic_config(conn), "0005")
+        assert not {"learning_policies", "learning_cycles"} & set(tables(db_url))
+        assert migrate(db_url).applied == ["0006"]
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO learning_cycles (id, alias, number, \"trigger\", status, control, feedback_after, "
+                "feedback_through, counts, data, created_at, updated_at) VALUES ('c-1', 'production', 1, 'manual', "
+                "'training', 'default', 0, 10, '{}', '{}', '2026-01-01T00:00:00.000+00:00', "
+                "'2026-01-01T00:00:00.000+00:00')"))
+        try:
+            with engine.begin() as conn:
+                downgrade(alembic_config(conn), "0005")
+            raise AssertionError("the downgrade dropped a recorded learning cycle")
+        except DowngradeRefused as refused:
+            assert "1 learning cycle" in str(refused)
+        assert current_revision(engine) == "0006" and "learning_cycles" in tables(db_url)
     finally:
         engine.dispose()

@@ -54,8 +54,8 @@ def revision_of(url: str) -> str | None:
 def test_a_migration_records_the_oldest_compatible_revision(storage_url):
     engine = make_engine(storage_url)
     try:
-        assert head_revision() == "0005"
-        assert recorded_compatibility(engine) == "0002"  # 0005 declares code at 0002 compatible
+        assert head_revision() == "0006"
+        assert recorded_compatibility(engine) == "0002"  # 0006 declares code at 0002 compatible
         assert check_schema(engine).after == head_revision()
     finally:
         engine.dispose()
@@ -122,7 +122,7 @@ def test_a_held_migration_lock_is_waited_for_a_bounded_time(db_url):
         assert revision_of(db_url) is None
     finally:
         release()
-    assert migrate(db_url, lock_timeout_s=0.5).applied == ["0001", "0002", "0003", "0004", "0005"]  # once released, it goes through
+    assert migrate(db_url, lock_timeout_s=0.5).applied == ["0001", "0002", "0003", "0004", "0005", "0006"]  # once released, it goes through
 
 
 def test_a_downgrade_that_would_drop_trained_models_is_refused(storage_url, checkpoints):

@@ -8,11 +8,12 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ...errors import InvalidInput
 from ...feedback.service import Impressions
 from ...storage import FeedbackEvent
+from ..deps import Managed
 from ..errors import clip, validation_answer
 from ..feedback_schemas import (
     FeedbackAnswer,
@@ -21,9 +22,12 @@ from ..feedback_schemas import (
     FeedbackRequest,
 )
 from ..lean import LeanRoute
+from ..params import check_params
 from ..schemas import errors
+from ..sessions import check_session
 
 router = APIRouter(tags=["feedback"], route_class=LeanRoute)
+manage = APIRouter(tags=["learning"])  # management: a plain route, the key checked by the middleware
 ERR = errors(413, 415, 422, 503)
 DUPLICATE: dict[int | str, dict[str, Any]] = {200: {"model": FeedbackAnswer, "description": "the impression already had feedback; nothing was added"}}
 
@@ -74,3 +78,21 @@ async def feedback_batch(request: Request, body: FeedbackBatchRequest) -> bytes:
     new_count = sum(recorded)
     return _dumps({"results": results, "recorded": new_count, "duplicates": len(recorded) - new_count,
                    "rejected": len(results) - len(recorded)})
+
+
+class SessionDeleted(BaseModel):
+    session: str
+    deleted: int = Field(description="feedback events of the session that were deleted (0: none were kept)")
+
+
+@manage.delete("/feedback", response_model=SessionDeleted, responses=errors(401, 422, 503), dependencies=[Managed],
+               summary="Delete every feedback event of one session (`?session=ID`): a user's right to be forgotten")
+async def delete_session(request: Request) -> SessionDeleted:
+    check_params(request.query_params, ("session",))
+    given = request.query_params.get("session")
+    if given is None:
+        raise InvalidInput("session", "is required: DELETE /feedback?session=ID")
+    session = check_session(given)
+    impressions = _impressions(request)
+    deleted = await impressions.db.run(impressions.store.delete_session, session)
+    return SessionDeleted(session=session, deleted=deleted)
