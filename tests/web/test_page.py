@@ -1,6 +1,10 @@
 """The web page in a real browser: the keypad, training from the form, the model table, the API key prompt."""
+import random
+
 import httpx
 from playwright.sync_api import expect
+
+from tests.conftest import poll
 
 
 def suggestion_sequences(page) -> list[list[int]]:
@@ -102,4 +106,29 @@ def test_with_an_api_key_the_page_asks_for_it_before_training(make_server, open_
     page.locator("#key-ok").click()
     expect(page.get_by_test_id("job-status")).to_have_text("succeeded", timeout=60_000)
     assert page.evaluate("window.localStorage.length + window.sessionStorage.length") == 0
+    assert page.errors == []
+
+
+def test_a_sampled_corpus_model_shows_its_held_out_figures_beside_the_n_gram(make_server, open_page):
+    """A corpus of sampled counts is trained with a held-out part; the table shows what the network gains over
+    counting, the same numbers /models gives."""
+    rng = random.Random(0)
+    sequences = []
+    for _ in range(200):
+        s = [rng.randrange(10)]
+        while len(s) < 5:
+            s.append((s[-1] + rng.choice((1, 1, 3))) % 10)
+        sequences.append(s)
+    srv = make_server(SEQ2SEQ_AUTH="disabled").start()
+    srv.wait_ready()
+    job = httpx.post(f"{srv.url}/jobs", json={"dataset": {"sequences": sequences}, "training": {"steps": 50},
+                                              "activate": "never"}).json()
+    done = poll(lambda: (j := httpx.get(f"{srv.url}/jobs/{job['id']}").json())["status"] == "succeeded" and j, 120,
+                message="the sampled-corpus job did not succeed")
+    metrics = httpx.get(f"{srv.url}/models/{done['model_id']}").json()["metrics"]
+    page = open_page(srv.url + "/")
+    cell = page.get_by_test_id("models-table").locator(f'[data-model="{done["model_id"]}"]').get_by_test_id("held-out")
+    expect(cell).to_contain_text(f"NLL {metrics['heldout_nll']:.2f}")
+    expect(cell).to_contain_text(f"n-gram {metrics['baseline_nll']:.2f}")
+    expect(page.get_by_test_id("models-table").locator('[data-model="default"]').get_by_test_id("held-out")).to_have_text("")
     assert page.errors == []
