@@ -156,6 +156,9 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         # most from the written sequences and a large one least.
         history: list[dict] = []
         tried: list[_Run] = []
+        # A small sample trains on all its examples at every step and is refitted; a large one (30,000 draws of
+        # a chain with 810 possible sequences still fit 4,096 examples) takes batches: its gradient is a sample's
+        # anyway, and full batches of thousands of rows made a 30,000-sequence job take six minutes.
         small = len(split.train) + len(split.valid) <= train_config.refit_below
         ways: list[tuple[ngram.CountModel | None, int]] = [(None, 0)]
         if teacher is not None:
@@ -168,7 +171,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
             clock.extend(offset, cap * len(ways) - offset)
             attempt = _Run(model_config, train_config, fit, dev, prefix_lengths, clock, should_stop, progress_every,
                            checker=checker, eval_dataset=dataset, teacher=smoothing, offset=offset, history=history,
-                           samples=samples)
+                           samples=samples, full_batches=small)
             attempt.loop(cap)
             tried.append(attempt)
             if attempt.status != "completed":
@@ -256,7 +259,7 @@ class _Run:
                  prefix_lengths: tuple[int, ...], clock: _Clock, should_stop: Callable[[], bool] | None,
                  progress_every: int | None, *, checker: validation.Checker | None = None,
                  eval_dataset: Dataset | None = None, offset: int = 0, history: list[dict] | None = None,
-                 teacher: ngram.CountModel | None = None, samples: int = 0):
+                 teacher: ngram.CountModel | None = None, samples: int = 0, full_batches: bool = True):
         self.model_config, self.config, self.dataset, self.dev = model_config, config, dataset, dev
         self.prefix_lengths, self.clock, self.should_stop = prefix_lengths, clock, should_stop
         self.progress_every, self.checker, self.offset = progress_every, checker, offset
@@ -273,6 +276,7 @@ class _Run:
         self.full_examples = 0
         self.teacher = teacher
         self.samples = samples if teacher is not None else 0
+        self.full_batches = full_batches
         if dataset.table is not None:
             self.first_digits = dataset.table[:, 0]
 
@@ -283,7 +287,7 @@ class _Run:
         data_gen = torch.Generator().manual_seed(config.seed)
         forcing_rng = random.Random(config.seed)
         ratio = config.teacher_forcing_ratio
-        full = self.dataset.full_batch(self.prefix_lengths, config.full_batch)
+        full = self.dataset.full_batch(self.prefix_lengths, config.full_batch if self.full_batches else 0)
         if full is not None:
             full_src, full_trg, weights = full[0].src.to(dev), full[0].trg.to(dev), full[1].to(dev)
             self.full_examples = full[1].numel()
