@@ -46,7 +46,9 @@ class Encoder(nn.Module):
 
     def forward(self, src: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         """Encode right-padded prefixes; `lengths` (on CPU) is needed only when they differ."""
-        emb = F.dropout(self.embedding(src), self.dropout, self.training)
+        emb = self.embedding(src)
+        if self.dropout:
+            emb = F.dropout(emb, self.dropout, self.training)
         if lengths is None or bool((lengths == src.size(1)).all()):
             outputs, (h, c) = self.lstm(emb)
         else:
@@ -94,7 +96,9 @@ class Decoder(nn.Module):
 
         rows may be a multiple N of the memory's batch: N rows per source sequence, sequence-major."""
         h, c = state
-        emb = F.dropout(self.embedding(tokens), self.dropout, self.training)
+        emb = self.embedding(tokens)
+        if self.dropout:
+            emb = F.dropout(emb, self.dropout, self.training)
         weights = None
         if self.attention is not None:
             assert memory is not None, "an attention decoder needs the encoder's memory"
@@ -111,15 +115,21 @@ class Decoder(nn.Module):
             h, c = torch._VF.lstm_cell(emb, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0,  # type: ignore[arg-type]
                                        lstm.bias_ih_l0, lstm.bias_hh_l0)  # type: ignore[arg-type]
         out = torch.cat((h, context), dim=1) if self.attention is not None else h
-        return self.fc(F.dropout(out, self.dropout, self.training)), (h, c), weights
+        if self.dropout:
+            out = F.dropout(out, self.dropout, self.training)
+        return self.fc(out), (h, c), weights
 
     def teacher_forced(self, inputs: Tensor, state: State) -> Tensor:
         """All steps in one LSTM call; only the plain decoder allows it (attention needs each step's state)."""
         assert self.attention is None
         h, c = state
-        emb = F.dropout(self.embedding(inputs), self.dropout, self.training)
+        emb = self.embedding(inputs)
+        if self.dropout:
+            emb = F.dropout(emb, self.dropout, self.training)
         outputs, _ = self.lstm(emb, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
-        return self.fc(F.dropout(outputs, self.dropout, self.training))
+        if self.dropout:
+            outputs = F.dropout(outputs, self.dropout, self.training)
+        return self.fc(outputs)
 
 
 class Seq2Seq(nn.Module):
