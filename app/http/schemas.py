@@ -125,6 +125,17 @@ class ErrorResponse(BaseModel):
                                                              "current one")
 
 
+def lengths_first(value: Any, field: str, noun: str) -> Any:
+    """An absurd inner list is refused by its length before its items are read, naming its index."""
+    if isinstance(value, list):
+        if len(value) > MAX_BATCH:
+            raise InvalidInput(field, f"has {len(value)} {noun}s; at most {MAX_BATCH}")
+        for i, item in enumerate(value):
+            if isinstance(item, list) and not 1 <= len(item) <= MAX_SEQ_LENGTH:
+                raise InvalidInput(f"{field}[{i}]", f"has {len(item)} tokens; a {noun} has 1 to {MAX_SEQ_LENGTH}")
+    return value
+
+
 class _ManyPrefixes(_Session):
     model_config = ConfigDict(extra="forbid")
 
@@ -135,14 +146,7 @@ class _ManyPrefixes(_Session):
     @field_validator("prefixes", mode="before")
     @classmethod
     def lengths_first(cls, value: Any) -> Any:
-        """An absurd inner list is refused by its length before its items are read, naming its index."""
-        if isinstance(value, list):
-            if len(value) > MAX_BATCH:
-                raise InvalidInput("prefixes", f"has {len(value)} prefixes; at most {MAX_BATCH}")
-            for i, item in enumerate(value):
-                if isinstance(item, list) and not 1 <= len(item) <= MAX_SEQ_LENGTH:
-                    raise InvalidInput(f"prefixes[{i}]", f"has {len(item)} tokens; a prefix has 1 to {MAX_SEQ_LENGTH}")
-        return value
+        return lengths_first(value, "prefixes", "prefix")
 
 
 class PredictBatchRequest(_ManyPrefixes):
@@ -170,15 +174,7 @@ class ScoreRequest(BaseModel):
     @field_validator("sequences", mode="before")
     @classmethod
     def lengths_first(cls, value: Any) -> Any:
-        """An absurd inner list is refused by its length before its items are read, naming its index."""
-        if isinstance(value, list):
-            if len(value) > MAX_BATCH:
-                raise InvalidInput("sequences", f"has {len(value)} sequences; at most {MAX_BATCH}")
-            for i, item in enumerate(value):
-                if isinstance(item, list) and not 1 <= len(item) <= MAX_SEQ_LENGTH:
-                    raise InvalidInput(f"sequences[{i}]", f"has {len(item)} tokens; a sequence has 1 to "
-                                                          f"{MAX_SEQ_LENGTH}")
-        return value
+        return lengths_first(value, "sequences", "sequence")
 
 
 class Scored(BaseModel):
