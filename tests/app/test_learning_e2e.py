@@ -8,8 +8,7 @@ import signal
 
 import httpx
 
-from tests.conftest import poll
-from tests.test_failover import Worker
+from tests.conftest import Worker, poll
 
 # Users who type 3 and 4 and want continuations the shipped corpus lacks; each event tells what they typed.
 WANTED = {3: [[3, 0, 0, 1, 1], [3, 9, 9, 2, 2], [3, 4, 4, 4, 4]], 4: [[4, 0, 0, 1, 1], [4, 9, 9, 2, 2], [4, 4, 3, 2, 1]]}
@@ -64,7 +63,7 @@ def test_feedback_past_the_threshold_becomes_a_gated_rolled_out_promoted_model(m
         assert gate["usage"]["difference"]["hit3"]["low"] > 0
         model = c.get(f"/models/{rolling['candidate']}").json()
         assert model["metrics"]["learning_gate"]["usage"] == gate["usage"]  # stored with the model too
-        assert set(model["data"]) == {"kind", "sequences", "sha256"}  # the corpus kept with it is never shown
+        assert set(model["data"]) == {"kind", "sequences", "sha256", "frequencies"}  # the corpus kept is never shown
         assert "3, 0, 0, 1, 1" not in c.get("/models").text.replace(",", ", ")
         rollout = c.get(f"/rollouts/{rolling['rollout_id']}").json()
         assert (rollout["status"], rollout["candidate"], rollout["steps"]) == ("running", rolling["candidate"], [50, 100])
