@@ -149,7 +149,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         fit = Dataset(model_config, split.train)
         continuing = tuple(p for p in prefix_lengths if p < L) or prefix_lengths  # a copy is not a suggestion
         checker = validation.Checker(split.valid, continuing, dev)
-        teacher = _teacher(model_config, train_config, split.train, split.valid)
+        base = validation.baseline(split, model_config, prefix_lengths[0])  # fitted once: the teacher and the figures'
+        teacher = base if train_config.teacher_weight else None
         # Plain maximum likelihood; smoothed towards the count baseline; and smoothed, with sequences the baseline
         # writes besides the corpus's. The held-out part keeps the best, since which generalizes depends on the
         # data: a chain the network models well can lose by smoothing, noisy templates gain, a small sample gains
@@ -179,7 +180,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         run = min(tried, key=lambda r: (r.status == "completed", r.best_loss)) if tried[-1].status == "completed" \
             else tried[-1]
         teacher = run.teacher
-        held_out = validation.figures(run.model, split, model_config, prefix_lengths[0])
+        held_out = validation.figures(run.model, split, base, prefix_lengths[0])
         held_out.update(best_step=run.best_step, teacher_weight=0.0 if teacher is None else train_config.teacher_weight,
                         teacher_samples=run.samples, valid_loss=run.best_loss,
                         **{f"valid_loss_{way}": r.best_loss for way, r in zip(("plain", "smoothed", "written"), tried)})
@@ -396,14 +397,6 @@ class _Run:
         beta = self.config.teacher_weight if beta is None else beta
         mixed = (1 - beta) * onehot + beta * self.teacher.next_digits(trg)
         return torch.where(generated, mixed, onehot)
-
-
-def _teacher(model_config: ModelConfig, config: TrainConfig, train: list[list[int]],
-             valid: list[list[int]]) -> ngram.CountModel | None:
-    """The count baseline chosen on the held-out part, when the recipe asks for one and the tables fit."""
-    if not config.teacher_weight or not ngram.fits(model_config.vocab_size, model_config.seq_length):
-        return None
-    return ngram.fit_best(train, valid, model_config.vocab_size, model_config.seq_length)
 
 
 def _copy(model: Seq2Seq) -> dict[str, torch.Tensor]:

@@ -70,14 +70,20 @@ class Checker:
         return float(-(logp * self.generated).sum(1).mean())
 
 
-def figures(model: Seq2Seq, parts: Split, config: ModelConfig, prefix_length: int = 1) -> dict:
-    """The model's held-out figures (model/heldout.py) beside those of the best count baseline fitted on the
-    same training part, keyed heldout_* and baseline_*."""
+def baseline(parts: Split, config: ModelConfig, prefix_length: int = 1) -> ngram.CountModel | None:
+    """The best count baseline fitted on the training part and chosen on the held-out part, when its tables fit."""
+    if not ngram.fits(config.vocab_size, config.seq_length):
+        return None
+    return ngram.fit_best(parts.train, parts.valid, config.vocab_size, config.seq_length, prefix_length)
+
+
+def figures(model: Seq2Seq, parts: Split, base: ngram.CountModel | None, prefix_length: int = 1) -> dict:
+    """The model's held-out figures (model/heldout.py) beside those of the count baseline (baseline()), keyed
+    heldout_* and baseline_*."""
     out: dict = {"validation_sequences": len(parts.valid)}
     mine = heldout.figures(heldout.Neural(model), parts.valid, prefix_length=prefix_length)
     out.update({f"heldout_{k}": v for k, v in mine.items()})
-    if ngram.fits(config.vocab_size, config.seq_length):
-        base = ngram.fit_best(parts.train, parts.valid, config.vocab_size, config.seq_length, prefix_length)
+    if base is not None:
         theirs = heldout.figures(base, parts.valid, prefix_length=prefix_length)
         out.update({f"baseline_{k}": v for k, v in theirs.items()})
         out["baseline_name"] = base.name
