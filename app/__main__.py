@@ -13,7 +13,7 @@ import uvicorn
 
 from .http.protocol import DeadlineProtocol
 from .security import KeyRefused, checked_key
-from .settings import get_settings
+from .settings import Settings, get_settings
 
 
 class ServeOptions(TypedDict):
@@ -29,6 +29,16 @@ class ServeOptions(TypedDict):
     timeout_keep_alive: int
 
 
+def serve_options(settings: Settings) -> ServeOptions:
+    """How uvicorn serves the app (bench/ceiling.py serves its bare app the same way)."""
+    # uvicorn annotates the graceful and keep-alive timeouts as int but only passes them to asyncio (wait_for,
+    # call_later), which take seconds as a float; both settings may be fractional.
+    return {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "access_log": False,
+            "timeout_graceful_shutdown": settings.graceful_timeout_s,  # type: ignore[typeddict-item]
+            "http": DeadlineProtocol, "limit_concurrency": settings.max_connections,
+            "timeout_keep_alive": settings.keep_alive_s}  # type: ignore[typeddict-item]
+
+
 def serve() -> None:
     settings = get_settings()
     if settings.api_key and settings.auth == "key":  # refused here, before any process starts, with the reason
@@ -41,13 +51,7 @@ def serve() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn annotates the graceful and keep-alive timeouts as int but only passes them to asyncio (wait_for,
-    # call_later), which take seconds as a float; both settings may be fractional.
-    options: ServeOptions = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
-                             "access_log": False,
-                             "timeout_graceful_shutdown": settings.graceful_timeout_s,  # type: ignore[typeddict-item]
-                             "http": DeadlineProtocol, "limit_concurrency": settings.max_connections,
-                             "timeout_keep_alive": settings.keep_alive_s}  # type: ignore[typeddict-item]
+    options = serve_options(settings)
     if settings.workers == 1:
         from .main import create_app
 

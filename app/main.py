@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 
 from model import decoding
 
@@ -151,7 +152,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store.close()
         log.info("stopped cleanly")
 
+    telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="seq2seq-serve", version="0.2.0", lifespan=lifespan,
+                  telemetry=None if settings.opentelemetry else telemetry,
                   description="Continue digit sequences and suggest the k most likely continuations with a "
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)

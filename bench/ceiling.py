@@ -2,9 +2,10 @@
 whole request body and answers a fixed JSON body (CEILING_BODY: one of our own answers to the same load, so the
 bytes on the wire match). Whatever ours does beyond this is the cost of being a service.
 
-It runs under the uvicorn options `python -m app` uses with one process (app/__main__.py: the same SEQ2SEQ_*
-host, port, log level and graceful timeout, access log off, http and loop left to uvicorn's "auto", which is
-httptools and uvloop when installed, as they are here), so both sides share the server, parser and event loop.
+It runs under the uvicorn options `python -m app` uses with one process (app.__main__.serve_options: the same
+SEQ2SEQ_* host, port, log level, timeouts and connection limit, access log off, the service's connection protocol,
+httptools with read deadlines and one write per answer, and uvloop when installed, as it is here), so both sides
+share the server, parser, protocol and event loop.
 
   CEILING_BODY='{"ok":true}' SEQ2SEQ_PORT=8001 python -m bench.ceiling
 """
@@ -37,11 +38,10 @@ async def app(scope, receive, send) -> None:
 def main() -> None:
     import uvicorn
 
+    from app.__main__ import serve_options
     from app.settings import get_settings
 
-    settings = get_settings()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                timeout_graceful_shutdown=settings.graceful_timeout_s)
+    uvicorn.run(app, **serve_options(get_settings()))
 
 
 if __name__ == "__main__":

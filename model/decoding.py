@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import frozen
 from .config import ModelConfig
 from .cost import (
     EXACT_LIMIT,
@@ -183,13 +184,14 @@ def _greedy(model: Seq2Seq, src: Tensor, lengths: Tensor | None, known: Tensor,
     L = model.config.seq_length
     B = src.size(0)
     forced_until = min(int(known.max()), src.size(1))  # past this step no row has a forced token
-    state, memory = model.encode(src, lengths)
+    net = frozen.of(model)
+    state, memory = net.encode(src, lengths)
     known = known.to(src.device)
     seq = torch.zeros(B, L, dtype=torch.long, device=src.device)
     seq[:, 0] = src[:, 0]
     step_logits, attn = [], []
     for t in range(1, L):
-        logits, state, weights = model.decoder.step(seq[:, t - 1], state, memory)
+        logits, state, weights = net.step(seq[:, t - 1], state, memory)
         best = logits.argmax(dim=1)
         seq[:, t] = torch.where(t < known, src[:, t], best) if t < forced_until else best
         step_logits.append(logits)
@@ -258,8 +260,9 @@ def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, c
     Each call takes whole prefixes' rows when they fit, else part of one prefix's rows, with the memory of
     just those prefixes, shared by broadcasting."""
     R = tokens.size(0)
+    net = frozen.of(model)
     if chunk >= R:
-        logits, state, _ = model.decoder.step(tokens, state, memory)
+        logits, state, _ = net.step(tokens, state, memory)
         return logits, state
     spans: list[tuple[int, int, Memory | None]]
     if memory is None:
@@ -275,7 +278,7 @@ def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, c
                      for b in range(B) for i in range(0, N, chunk)]
     out, hs, cs = [], [], []
     for lo, hi, mem in spans:
-        logits, (h, c), _ = model.decoder.step(tokens[lo:hi], (state[0][lo:hi], state[1][lo:hi]), mem)
+        logits, (h, c), _ = net.step(tokens[lo:hi], (state[0][lo:hi], state[1][lo:hi]), mem)
         out.append(logits)
         hs.append(h)
         cs.append(c)

@@ -72,13 +72,59 @@ class Attention(nn.Module):
 
     def forward(self, hidden: Tensor, keys: Tensor, mask: Tensor | None = None) -> Tensor:
         """Weights (B*N, src_len) for hidden (B*N, H), N rows per sequence of keys (B, src_len, H)."""
-        B, S, H = keys.shape
-        query = F.linear(hidden, self.attn.weight[:, :H]).view(B, -1, 1, H)
-        energy = torch.tanh(keys.unsqueeze(1) + query)  # (B, N, S, H): keys broadcast over the N rows
-        scores = self.v(energy).squeeze(3)
-        if mask is not None:
-            scores = scores.masked_fill(mask.unsqueeze(1), float("-inf"))
-        return torch.softmax(scores, dim=2).view(-1, S)
+        return attend(self.attn.weight[:, : self.hidden_dim], self.v.weight, hidden, keys, mask)
+
+
+def attend(query_weight: Tensor, v: Tensor, hidden: Tensor, keys: Tensor, mask: Tensor | None) -> Tensor:
+    """Attention's arithmetic on its weights (the query half of its first Linear, and v), for modules and frozen
+    weights alike."""
+    B, S, H = keys.shape
+    query = F.linear(hidden, query_weight).view(B, -1, 1, H)
+    energy = torch.tanh(keys.unsqueeze(1) + query)  # (B, N, S, H): keys broadcast over the N rows
+    scores = F.linear(energy, v).squeeze(3)
+    if mask is not None:
+        scores = scores.masked_fill(mask.unsqueeze(1), float("-inf"))
+    return torch.softmax(scores, dim=2).view(-1, S)
+
+
+class DecoderWeights(NamedTuple):
+    """One decoder step's tensors. A Decoder gathers its parameters into one per call (training: gradients flow);
+    model.frozen keeps one per loaded model, so inference skips the per-call module machinery."""
+
+    embedding: Tensor
+    query: Tensor | None  # attention's query half of its first Linear, None without attention
+    v: Tensor | None
+    lstm: tuple[Tensor, Tensor, Tensor, Tensor]  # weight_ih, weight_hh, bias_ih, bias_hh
+    fused: nn.LSTM  # the same LSTM, called whole for large batches
+    fc_weight: Tensor
+    fc_bias: Tensor
+
+
+def decoder_step(w: DecoderWeights, tokens: Tensor, state: State, memory: Memory | None,
+                 dropout: float = 0.0, training: bool = False) -> tuple[Tensor, State, Tensor | None]:
+    """One decoder step for rows of previous tokens: logits (rows, vocab), new state, attention.
+
+    rows may be a multiple N of the memory's batch: N rows per source sequence, sequence-major."""
+    h, c = state
+    emb = F.embedding(tokens, w.embedding)
+    if dropout:
+        emb = F.dropout(emb, dropout, training)
+    weights = context = None
+    if w.query is not None:
+        assert memory is not None and w.v is not None, "an attention decoder needs the encoder's memory"
+        weights = attend(w.query, w.v, h, memory.keys, memory.mask)
+        B, S, H = memory.outputs.shape
+        context = torch.bmm(weights.view(B, -1, S), memory.outputs).view(-1, H)
+        emb = torch.cat((emb, context), dim=1)
+    if emb.size(0) >= FUSED_LSTM_MIN_BATCH:
+        _, (h, c) = w.fused(emb.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+        h, c = h[0], c[0]
+    else:
+        h, c = torch._VF.lstm_cell(emb, (h, c), *w.lstm)
+    out = h if context is None else torch.cat((h, context), dim=1)
+    if dropout:
+        out = F.dropout(out, dropout, training)
+    return F.linear(out, w.fc_weight, w.fc_bias), (h, c), weights
 
 
 class Decoder(nn.Module):
@@ -92,32 +138,18 @@ class Decoder(nn.Module):
         self.dropout = 0.0  # on the embeddings and on what the output layer reads, while training
 
     def step(self, tokens: Tensor, state: State, memory: Memory | None) -> tuple[Tensor, State, Tensor | None]:
-        """One decoder step for rows of previous tokens: logits (rows, vocab), new state, attention.
+        """One decoder step (decoder_step) with this module's parameters and dropout."""
+        return decoder_step(self.weights(), tokens, state, memory, self.dropout, self.training)
 
-        rows may be a multiple N of the memory's batch: N rows per source sequence, sequence-major."""
-        h, c = state
-        emb = self.embedding(tokens)
-        if self.dropout:
-            emb = F.dropout(emb, self.dropout, self.training)
-        weights = None
-        if self.attention is not None:
-            assert memory is not None, "an attention decoder needs the encoder's memory"
-            weights = self.attention(h, memory.keys, memory.mask)
-            B, S, H = memory.outputs.shape
-            context = torch.bmm(weights.view(B, -1, S), memory.outputs).view(-1, H)
-            emb = torch.cat((emb, context), dim=1)
-        lstm = self.lstm
-        if emb.size(0) >= FUSED_LSTM_MIN_BATCH:
-            _, (h, c) = lstm(emb.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
-            h, c = h[0], c[0]
-        else:
-            # nn.Module's attributes are typed Tensor | Module: these four are the LSTM's parameters.
-            h, c = torch._VF.lstm_cell(emb, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0,  # type: ignore[arg-type]
-                                       lstm.bias_ih_l0, lstm.bias_hh_l0)  # type: ignore[arg-type]
-        out = torch.cat((h, context), dim=1) if self.attention is not None else h
-        if self.dropout:
-            out = F.dropout(out, self.dropout, self.training)
-        return self.fc(out), (h, c), weights
+    def weights(self) -> DecoderWeights:
+        attention, lstm = self.attention, self.lstm
+        # nn.Module's attributes are typed Tensor | Module: these are the layers' parameters.
+        return DecoderWeights(
+            self.embedding.weight,
+            None if attention is None else attention.attn.weight[:, : attention.hidden_dim],
+            None if attention is None else attention.v.weight,
+            (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0),  # type: ignore[arg-type]
+            lstm, self.fc.weight, self.fc.bias)
 
     def teacher_forced(self, inputs: Tensor, state: State) -> Tensor:
         """All steps in one LSTM call; only the plain decoder allows it (attention needs each step's state)."""

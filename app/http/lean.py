@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -61,6 +61,27 @@ def parse_body(model: type[M], content_type: str | None, raw: bytes) -> M:
             from None
 
 
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body, as Starlette's Request.body() reads it, without its stream machinery."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect()
+    body = message.get("body", b"")
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        body += message.get("body", b"")
+    return body
+
+
+def _content_type(scope: Scope) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return value.decode("latin-1")
+    return None
+
+
 def _body_model(endpoint: Callable[..., Awaitable[bytes]]) -> type[BaseModel] | None:
     """The pydantic model of the endpoint's `body` parameter, if it has one."""
     parameter = inspect.signature(endpoint, eval_str=True).parameters.get("body")
@@ -86,12 +107,15 @@ class LeanRoute(APIRoute):
         if self._body_model is None:
             answer = await self.endpoint(request=request, **request.path_params)
         else:
-            body = parse_body(self._body_model, request.headers.get("content-type"), await request.body())
+            body = parse_body(self._body_model, _content_type(request.scope), await request.body())
             answer = await self.endpoint(request=request, body=body, **request.path_params)
         return (200, answer) if isinstance(answer, bytes) else answer
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = await self._answer(Request(scope, receive))
+        request = Request(scope, receive)
+        if scope["method"] != "GET":
+            request._body = await read_body(receive)  # what request.body() returns from now on
+        answer = await self._answer(request)
         if isinstance(answer, Reply):
             await send({"type": "http.response.start", "status": answer.status,
                         "headers": [(b"content-type", answer.content_type),

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import checkpoint, cost, decoding
+from model import checkpoint, cost, decoding, frozen
 from model.config import ModelConfig
 from model.network import Seq2Seq
 
@@ -14,15 +14,16 @@ HOSTILE = ModelConfig(vocab_size=2, seq_length=24, hidden_dim=256)  # 2^16 conti
 
 
 def counting(model):
-    """Record the rows of every decoder call the model makes."""
+    """Record the rows of every decoder call decoding makes (through the model's model.frozen.Frozen)."""
     calls = []
-    step = model.decoder.step
+    net = frozen.of(model)
+    step = net.step
 
     def counted(tokens, state, memory):
         calls.append(tokens.size(0))
         return step(tokens, state, memory)
 
-    model.decoder.step = counted
+    net.step = counted  # type: ignore[method-assign]
     return calls
 
 
