@@ -158,11 +158,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Continue digit sequences and suggest the k most likely continuations with a "
                               "small LSTM encoder-decoder; train new models in the background.")
     errors.install(app)
-    # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks.
-    for router in (inference.router, oip.infer_router, feedback.router, feedback.manage, models.router,
-                   aliases.router, rollouts.router, learning.router, jobs.router, health.router, oip.router,
-                   pages.router):
-        app.router.routes.extend(router.routes)
+    # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks. They go
+    # ahead of FastAPI's own (the OpenAPI schema and the docs pages), which every request would be matched against
+    # first otherwise; no path of theirs is one of ours.
+    ours = [route for router in (inference.router, oip.infer_router, feedback.router, feedback.manage, models.router,
+                                 aliases.router, rollouts.router, learning.router, jobs.router, health.router,
+                                 oip.router, pages.router) for route in router.routes]
+    app.router.routes[:0] = ours
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_request_bytes=settings.max_request_bytes,

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, _get_scope_effective_route_context
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 JSON = "application/json"
@@ -101,7 +102,16 @@ class LeanRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         self._body_model = _body_model(endpoint)
+        self._literal = self.path_format.split("{", 1)[0]  # every path this route matches starts with it
         self.app = self._serve
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """The router asks every route in turn: a path that cannot be this route's is told so without the path
+        regex and FastAPI's route-context lookups (the hot routes come first, so every request asks them)."""
+        if not scope.get("root_path") and not scope["path"].startswith(self._literal) \
+                and _get_scope_effective_route_context(scope) is None:
+            return Match.NONE, {}
+        return super().matches(scope)
 
     async def _answer(self, request: Request) -> tuple[int, bytes] | Reply:
         if self._body_model is None:

@@ -204,5 +204,9 @@ async def _answer(request: Request, name: str, served: Served, asked: codec.Infe
         tokens = [engine.impression(answer, session, tag) for answer in topk]
         if all(t is not None for t in tokens):
             parameters["impressions"] = b",".join(tokens).decode()
+    if rows == 1 and not parameters and asked.outputs == codec.SINGLE_ROW_OUTPUTS:
+        answer = greedy[0]
+        return codec.greedy_row(name, loaded.id, asked.id, answer.sequences[0], answer.probabilities[0],
+                                loaded.config.seq_length)
     return codec.encode(name, loaded.id, asked.id, parameters,
                         codec.tensors(asked, greedy, topk, loaded.config.seq_length), dict(asked.outputs))
