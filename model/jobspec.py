@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from .bounds import FieldError, Interval
-from .config import MODEL_BOUNDS, TRAIN_BOUNDS, ModelConfig, TrainConfig
+from .config import MODEL_BOUNDS, TRAIN_BOUNDS, ModelConfig, TrainConfig, sampled_defaults
 from .data import DataError
 from .limits import MAX_SEQ_LENGTH, MAX_VOCAB, MAX_WIDTH
 from .training import Dataset
@@ -135,7 +135,18 @@ BODY_FIELDS = frozenset({"dataset", "model", "training", *SETTINGS})
 def build_spec(*, model: Mapping[str, Any], training: Mapping[str, Any], sequences: list[list[int]] | None,
                activate: Activation = DEFAULT_ACTIVATE, name: str | None = None,
                max_attempts: int = DEFAULT_MAX_ATTEMPTS, frequencies: Frequencies = "sampled") -> JobSpec:
-    """A JobSpec from typed fields (a training field left out takes the recipe's value), every refusal a JobError."""
+    """A JobSpec from typed fields (a training field left out takes the recipe's value), every refusal a JobError.
+
+    A sampled corpus trained with the default recipe and no width given gets the width its number of distinct
+    sequences calls for, with its learning rate unless one is given (model/config.py sampled_defaults)."""
+    if sequences is not None and frequencies == "sampled" and training.get("recipe", "default") == "default" \
+            and not {"embedding_dim", "hidden_dim"} & {k for k, v in model.items() if v is not None}:
+        try:
+            distinct = len({tuple(s) for s in sequences})
+        except TypeError:  # not a list of lists: the checks below name what is wrong
+            distinct = 0
+        shape, rate = sampled_defaults(distinct)
+        model, training = {**model, **shape}, {**rate, **training}
     return JobSpec(_config(ModelConfig, "model", model), _config(TrainConfig, "training", training), sequences,
                    activate, name, max_attempts, frequencies)
 

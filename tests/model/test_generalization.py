@@ -72,6 +72,17 @@ def test_a_sampled_corpus_job_stores_held_out_figures_beside_the_baseline():
     assert result.data["frequencies"] == "sampled"
 
 
+def test_a_large_sampled_corpus_is_smoothed_towards_its_teacher_only():
+    """Past refit_below sequences the count teacher is good enough that the plain way is not tried (it lost on
+    every process of bench/generalization.py at 30,000 sequences); a small corpus still tries all three."""
+    data = chain(300, 2)
+    large = train(CFG, TrainConfig(steps=100, eval_every=25, refit_below=0, seed=0), Dataset(CFG, data), device="cpu")
+    assert "valid_loss_smoothed" in large.metrics and "valid_loss_plain" not in large.metrics
+    assert large.metrics["teacher_weight"] == TrainConfig().teacher_weight and large.metrics["steps"] <= 100
+    small = train(CFG, TrainConfig(steps=100, eval_every=25, seed=0), Dataset(CFG, data), device="cpu")
+    assert {"valid_loss_plain", "valid_loss_smoothed", "valid_loss_written"} <= set(small.metrics)
+
+
 def test_an_exact_corpus_is_trained_on_in_full():
     result = train(CFG, TrainConfig(steps=60, seed=0), Dataset(CFG, chain(300, 2), exact=True), device="cpu")
     assert "heldout_nll" not in result.metrics and "validation" not in result.data

@@ -48,3 +48,24 @@ def test_a_spec_is_valid_however_it_is_built():
         JobSpec(ModelConfig(hidden_dim=1000), TrainConfig(), None)
     with pytest.raises(JobError, match=r"dataset\.sequences\[0\]\[1\]: token 12"):
         JobSpec(ModelConfig(), TrainConfig(), [[1, 12, 3, 4, 5]])
+
+
+def test_a_sampled_corpus_gets_the_width_its_distinct_sequences_call_for():
+    """model/config.py sampled_defaults: the default recipe widens the network (and lowers its rate) for a sampled
+    corpus with many distinct sequences; a width given, an exact corpus, the seed's recipe and a few hundred
+    distinct sequences keep the seed's shape, and the resolved body reads back into the same job."""
+    rich = [[a, b, c, d, e] for a in range(10) for b in range(10) for c in range(4) for d in range(3) for e in (0,)]
+    assert len(rich) == 1200
+    wide = parse_job({"dataset": {"sequences": rich}})
+    assert (wide.model.embedding_dim, wide.model.hidden_dim, wide.training.learning_rate) == (32, 128, 0.01)
+    assert parse_job(wide.to_dict()) == wide
+    assert parse_job({"dataset": {"sequences": rich}, "training": {"learning_rate": 0.02}}).training.learning_rate == 0.02
+    seed_shape = ModelConfig()
+    for body in ({"dataset": {"sequences": rich}, "model": {"hidden_dim": 32}},
+                 {"dataset": {"sequences": rich, "frequencies": "exact"}},
+                 {"dataset": {"sequences": rich}, "training": {"recipe": "seed"}},
+                 {"dataset": {"sequences": rich[:799] * 2}},
+                 {"dataset": {"generator": "random"}}):
+        spec = parse_job(body)
+        assert (spec.model.embedding_dim, spec.model.hidden_dim) == (seed_shape.embedding_dim, seed_shape.hidden_dim)
+        assert spec.training.learning_rate == TrainConfig(recipe=spec.training.recipe).learning_rate
