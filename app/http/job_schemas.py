@@ -89,8 +89,14 @@ MODEL = ModelConfig()  # the defaults a field left out takes
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     attention: StrictBool = MODEL.attention
-    embedding_dim: StrictInt = Field(MODEL.embedding_dim, **MODEL_LIMITS["embedding_dim"].as_field())
-    hidden_dim: StrictInt = Field(MODEL.hidden_dim, **MODEL_LIMITS["hidden_dim"].as_field())
+    # Left out (or null): the default recipe's width for the corpus (model.config.sampled_defaults: a sampled corpus
+    # of 800 or more distinct sequences gets 32 and 128), else these defaults.
+    embedding_dim: StrictInt | None = Field(None, **MODEL_LIMITS["embedding_dim"].as_field(),
+                                            description=f"left out: {MODEL.embedding_dim}, or 32 for a sampled corpus "
+                                                        "of 800 or more distinct sequences under the default recipe")
+    hidden_dim: StrictInt | None = Field(None, **MODEL_LIMITS["hidden_dim"].as_field(),
+                                         description=f"left out: {MODEL.hidden_dim}, or 128 for a sampled corpus of "
+                                                     "800 or more distinct sequences under the default recipe")
     vocab_size: StrictInt = Field(MODEL.vocab_size, **MODEL_LIMITS["vocab_size"].as_field())
     seq_length: StrictInt = Field(MODEL.seq_length, **MODEL_LIMITS["seq_length"].as_field())
 
@@ -160,7 +166,7 @@ class JobRequest(BaseModel):
         field when the model's rules refuse it (a token outside the vocabulary, prefix lengths past seq_length)."""
         sequences = self.dataset.sequences if isinstance(self.dataset, Corpus) else None
         try:
-            return build_spec(model=self.model.model_dump(), training=self.training.model_dump(exclude_none=True),
+            return build_spec(model=self.model.model_dump(exclude_none=True), training=self.training.model_dump(exclude_none=True),
                               sequences=sequences, activate=self.activate, name=self.name,
                               max_attempts=self.max_attempts,
                               frequencies=self.dataset.frequencies if isinstance(self.dataset, Corpus) else "sampled")

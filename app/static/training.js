@@ -29,12 +29,15 @@ function readForm(form) {
   const v = (name) => form.elements[name].value.trim();
   const num = (name) => Number(v(name));
   const body = {
-    model: { attention: form.elements.attention.checked, embedding_dim: num("embedding_dim"), hidden_dim: num("hidden_dim") },
+    model: { attention: form.elements.attention.checked },
     training: { recipe: v("recipe"), seed: num("seed") },
     activate: v("activate"),
   };
   for (const name of ["steps", "batch_size", "learning_rate", "teacher_forcing_ratio"]) {  // blank: the recipe's
     if (v(name) !== "") body.training[name] = num(name);
+  }
+  for (const name of ["embedding_dim", "hidden_dim"]) {  // blank: the width the corpus calls for
+    if (v(name) !== "") body.model[name] = num(name);
   }
   if (v("target_accuracy")) body.training.target_accuracy = num("target_accuracy");
   if (v("name")) body.name = v("name");
