@@ -254,13 +254,12 @@ def _decoded(seq: Tensor, logps: Tensor, probs: Tensor, attention: Tensor | None
     return _build(Decoded, seqs, scores, token_probs, att)
 
 
-def _step(model: Seq2Seq, tokens: Tensor, state: State, memory: Memory | None, chunk: int) -> tuple[Tensor, State]:
+def _step(net: frozen.Frozen, tokens: Tensor, state: State, memory: Memory | None, chunk: int) -> tuple[Tensor, State]:
     """One decoder step over B*N rows (N per prefix, prefix-major), in calls of at most `chunk` rows.
 
     Each call takes whole prefixes' rows when they fit, else part of one prefix's rows, with the memory of
     just those prefixes, shared by broadcasting."""
     R = tokens.size(0)
-    net = frozen.of(model)
     if chunk >= R:
         logits, state, _ = net.step(tokens, state, memory)
         return logits, state
@@ -293,17 +292,18 @@ def _expand(model: Seq2Seq, src: Tensor, known: int, k: int, width: int | None,
     The N partial sequences of a prefix are N decoder rows that attend over that prefix's one memory."""
     V, L = model.config.vocab_size, model.config.seq_length
     B = src.size(0)
-    state, memory = model.encode(src)
+    net = frozen.of(model)
+    state, memory = net.encode(src)
     tokens = src[:, 0]
     for t in range(1, known):
-        _, state = _step(model, tokens, state, memory, chunk)
+        _, state = _step(net, tokens, state, memory, chunk)
         tokens = src[:, t]
     seqs = src[:, :known].unsqueeze(1)  # (B, N, t)
     scores = torch.zeros(B, 1, device=src.device)
     offsets = torch.arange(B, device=src.device).view(B, 1)
     for t in range(known, L):
         N = scores.size(1)
-        logits, state = _step(model, tokens, state, memory, chunk)
+        logits, state = _step(net, tokens, state, memory, chunk)
         cand = (scores.unsqueeze(2) + torch.log_softmax(logits, dim=1).view(B, N, V)).view(B, N * V)
         keep = min(k, N * V) if t == L - 1 else (N * V if width is None else min(width, N * V))
         if keep < N * V or t == L - 1:

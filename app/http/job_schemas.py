@@ -89,8 +89,7 @@ MODEL = ModelConfig()  # the defaults a field left out takes
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     attention: StrictBool = MODEL.attention
-    # Left out (or null): the default recipe's width for the corpus (model.config.sampled_defaults: a sampled corpus
-    # of 800 or more distinct sequences gets 32 and 128), else these defaults.
+    # Left out (or null): the width model.config.sampled_defaults gives the corpus, as the descriptions say.
     embedding_dim: StrictInt | None = Field(None, **MODEL_LIMITS["embedding_dim"].as_field(),
                                             description=f"left out: {MODEL.embedding_dim}, or 32 for a sampled corpus "
                                                         "of 800 or more distinct sequences under the default recipe")
@@ -166,7 +165,8 @@ class JobRequest(BaseModel):
         field when the model's rules refuse it (a token outside the vocabulary, prefix lengths past seq_length)."""
         sequences = self.dataset.sequences if isinstance(self.dataset, Corpus) else None
         try:
-            return build_spec(model=self.model.model_dump(exclude_none=True), training=self.training.model_dump(exclude_none=True),
+            return build_spec(model=self.model.model_dump(exclude_none=True),
+                              training=self.training.model_dump(exclude_none=True),
                               sequences=sequences, activate=self.activate, name=self.name,
                               max_attempts=self.max_attempts,
                               frequencies=self.dataset.frequencies if isinstance(self.dataset, Corpus) else "sampled")
