@@ -44,6 +44,7 @@ log = logging.getLogger("seq2seq")
 RUNNER_LOCK = "job-runner.lock"
 RUNNER_RETRY_S = 5.0
 DATABASE_DOWN = (sa.exc.DBAPIError, OSError)  # what an unreachable or stopped database raises
+FIRST = ("/predict", "/v2/models/{name}/infer", "/topk")  # matched first: the single-prefix inference routes
 
 
 def try_lock(path: Path) -> int | None:
@@ -160,10 +161,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # The routers' routes join the app's own list: one flat table that FastAPI matches, documents and walks. They go
     # ahead of FastAPI's own (the OpenAPI schema and the docs pages), which every request would be matched against
-    # first otherwise; no path of theirs is one of ours.
+    # first otherwise; no path of theirs is one of ours. The single-prefix inference routes (FIRST) lead.
     ours = [route for router in (inference.router, oip.infer_router, feedback.router, feedback.manage, models.router,
                                  aliases.router, rollouts.router, learning.router, jobs.router, health.router,
                                  oip.router, pages.router) for route in router.routes]
+    ours.sort(key=lambda route: FIRST.index(getattr(route, "path", "")) if getattr(route, "path", "") in FIRST
+              else len(FIRST))  # a stable sort: the rest keep their order
     app.router.routes[:0] = ours
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, _get_scope_effective_route_context
@@ -36,9 +35,9 @@ JSON = "application/json"
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An answer with its own status, content type or extra headers."""
+class Reply(NamedTuple):
+    """An answer with its own status, content type or extra headers (a tuple: made on every Open Inference
+    Protocol request, where a frozen dataclass took a microsecond to build)."""
     body: bytes
     status: int = 200
     content_type: bytes = JSON.encode()

@@ -33,14 +33,29 @@ class TopKKey:
 CacheKey = PredictKey | TopKKey
 
 
-@dataclass(frozen=True, slots=True)
 class Answer:
-    body: bytes
-    facts: bytes = b""  # top-k: model, prefix, k and a digest per suggestion, for the impression tokens
-    # The same answer as values, for encodings other than this JSON (app.http.oip's tensors): greedy, one sequence
-    # and its probability; top-k, each suggestion's, best first. Never changed once built.
-    sequences: tuple[list[int], ...] = ()
-    probabilities: tuple[float, ...] = ()
+    """One decoded answer. Its JSON body is written the first time it is asked for, then kept: a request in
+    another encoding (app.http.oip's tensors) reads only the values, and writing the JSON for it cost a sixth of
+    its route. Never changed once built (writing the body twice, from two threads, writes the same bytes)."""
+
+    __slots__ = ("_body", "_write", "facts", "probabilities", "sequences")
+
+    def __init__(self, body: bytes | Callable[[], bytes], facts: bytes = b"", sequences: tuple[list[int], ...] = (),
+                 probabilities: tuple[float, ...] = ()) -> None:
+        self._body: bytes | None = body if isinstance(body, bytes) else None
+        self._write: Callable[[], bytes] | None = None if isinstance(body, bytes) else body
+        self.facts = facts  # top-k: model, prefix, k and a digest per suggestion, for the impression tokens
+        # The same answer as values: greedy, one sequence and its probability; top-k, each suggestion's, best first.
+        self.sequences = sequences
+        self.probabilities = probabilities
+
+    @property
+    def body(self) -> bytes:
+        body = self._body
+        if body is None:
+            assert self._write is not None
+            body = self._body = self._write()
+        return body
 
 
 def _nothing() -> None:

@@ -19,7 +19,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -344,16 +344,21 @@ def _predict(loaded: LoadedModel, keys: list[PredictKey], prefixes: list[tuple[i
     bodies: dict[CacheKey, Answer] = {}
     for key in keys:
         d = decoded[key.prefix]
-        first = decoding.known_tokens(len(key.prefix), L)
         probability = math.exp(d.score)
-        payload: dict[str, object] = {
-            "model": loaded.id, "prefix": list(key.prefix), "sequence": d.sequence, "score": d.score,
-            "probability": probability,
-            "steps": [{"token": t, "probability": p} for t, p in zip(d.sequence[first:], d.token_probs or ())]}
-        if key.attention:
-            payload["attention"] = d.attention
-        bodies[key] = Answer(_dumps(payload), sequences=(d.sequence,), probabilities=(probability,))
+        bodies[key] = Answer(partial(_greedy_body, loaded.id, key, d, probability, L), sequences=(d.sequence,),
+                             probabilities=(probability,))
     return bodies
+
+
+def _greedy_body(model_id: str, key: PredictKey, d: decoding.Decoded, probability: float, L: int) -> bytes:
+    first = decoding.known_tokens(len(key.prefix), L)
+    payload: dict[str, object] = {
+        "model": model_id, "prefix": list(key.prefix), "sequence": d.sequence, "score": d.score,
+        "probability": probability,
+        "steps": [{"token": t, "probability": p} for t, p in zip(d.sequence[first:], d.token_probs or ())]}
+    if key.attention:
+        payload["attention"] = d.attention
+    return _dumps(payload)
 
 
 def _topk(loaded: LoadedModel, keys: list[TopKKey], prefixes: list[tuple[int, ...]],
@@ -365,9 +370,12 @@ def _topk(loaded: LoadedModel, keys: list[TopKKey], prefixes: list[tuple[int, ..
     for key in keys:
         chosen = by_prefix[key.prefix][: key.k]
         probabilities = tuple(math.exp(c.score) for c in chosen)
-        suggestions = [{"sequence": c.sequence, "score": c.score, "probability": p} for c, p in zip(chosen, probabilities)]
-        body = _dumps({"model": loaded.id, "prefix": list(key.prefix), "k": key.k, "suggestions": suggestions})
         sequences = tuple(c.sequence for c in chosen)
-        bodies[key] = Answer(body, impressions.facts(loaded.id, key.prefix, key.k, list(sequences)), sequences,
-                             probabilities)
+        bodies[key] = Answer(partial(_topk_body, loaded.id, key, chosen, probabilities),
+                             impressions.facts(loaded.id, key.prefix, key.k, list(sequences)), sequences, probabilities)
     return bodies
+
+
+def _topk_body(model_id: str, key: TopKKey, chosen: list[decoding.Candidate], probabilities: tuple[float, ...]) -> bytes:
+    suggestions = [{"sequence": c.sequence, "score": c.score, "probability": p} for c, p in zip(chosen, probabilities)]
+    return _dumps({"model": model_id, "prefix": list(key.prefix), "k": key.k, "suggestions": suggestions})
