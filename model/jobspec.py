@@ -138,7 +138,7 @@ def build_spec(*, model: Mapping[str, Any], training: Mapping[str, Any], sequenc
     """A JobSpec from typed fields (a training field left out takes the recipe's value), every refusal a JobError.
 
     A sampled corpus trained with the default recipe and no width given gets the width its number of distinct
-    sequences calls for, with its learning rate unless one is given (model/config.py sampled_defaults)."""
+    sequences calls for, with its learning rate and batch size unless given (model/config.py sampled_defaults)."""
     if sequences is not None and frequencies == "sampled" and training.get("recipe", "default") == "default" \
             and not {"embedding_dim", "hidden_dim"} & {k for k, v in model.items() if v is not None}:
         try:

@@ -107,8 +107,12 @@ class TrainingSpec(BaseModel):
     recipe: Recipe = Field(TrainConfig.recipe, description="'default': chosen by measurement for calibrated "
                                                            "probabilities and fast training; 'seed': the seed's recipe")
     steps: StrictInt | None = Field(None, **TRAINING_LIMITS["steps"].as_field())
-    batch_size: StrictInt | None = Field(None, **TRAINING_LIMITS["batch_size"].as_field())
-    learning_rate: float | None = Field(None, **TRAINING_LIMITS["learning_rate"].as_field())
+    batch_size: StrictInt | None = Field(None, **TRAINING_LIMITS["batch_size"].as_field(),
+                                         description="left out: the recipe's, or 128 for a sampled corpus of 800 or "
+                                                     "more distinct sequences under the default recipe")
+    learning_rate: float | None = Field(None, **TRAINING_LIMITS["learning_rate"].as_field(),
+                                        description="left out: the recipe's, or 0.01 for a sampled corpus of 800 or "
+                                                    "more distinct sequences under the default recipe")
     teacher_forcing_ratio: float | None = Field(None, **TRAINING_LIMITS["teacher_forcing_ratio"].as_field(),
                                                 description="1.0 learns a corpus's frequencies best")
     lr_decay: float | None = Field(None, **TRAINING_LIMITS["lr_decay"].as_field(),

@@ -57,9 +57,11 @@ def test_a_sampled_corpus_gets_the_width_its_distinct_sequences_call_for():
     rich = [[a, b, c, d, e] for a in range(10) for b in range(10) for c in range(4) for d in range(3) for e in (0,)]
     assert len(rich) == 1200
     wide = parse_job({"dataset": {"sequences": rich}})
-    assert (wide.model.embedding_dim, wide.model.hidden_dim, wide.training.learning_rate) == (32, 128, 0.01)
+    assert (wide.model.embedding_dim, wide.model.hidden_dim, wide.training.learning_rate,
+            wide.training.batch_size) == (32, 128, 0.01, 128)
     assert parse_job(wide.to_dict()) == wide
     assert parse_job({"dataset": {"sequences": rich}, "training": {"learning_rate": 0.02}}).training.learning_rate == 0.02
+    assert parse_job({"dataset": {"sequences": rich}, "training": {"batch_size": 32}}).training.batch_size == 32
     seed_shape = ModelConfig()
     for body in ({"dataset": {"sequences": rich}, "model": {"hidden_dim": 32}},
                  {"dataset": {"sequences": rich, "frequencies": "exact"}},
@@ -69,3 +71,4 @@ def test_a_sampled_corpus_gets_the_width_its_distinct_sequences_call_for():
         spec = parse_job(body)
         assert (spec.model.embedding_dim, spec.model.hidden_dim) == (seed_shape.embedding_dim, seed_shape.hidden_dim)
         assert spec.training.learning_rate == TrainConfig(recipe=spec.training.recipe).learning_rate
+        assert spec.training.batch_size == TrainConfig(recipe=spec.training.recipe).batch_size
