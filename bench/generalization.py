@@ -15,6 +15,7 @@ most processes; at 30,000 within 3% of the true entropy; hit@3 at most 1 point b
 30,000-sequence job under 120 s.
 
   python bench/generalization.py [--sizes 300 3000 30000] [--seeds 0 1 2] [--processes markov1 ...]
+  python bench/generalization.py --merge OLD.json NEW.json [--note "..."]   (a later file's rows replace)
 """
 from __future__ import annotations
 
@@ -56,7 +57,11 @@ def main() -> int:
     parser.add_argument("--processes", nargs="+", default=None)
     parser.add_argument("--test", type=int, default=10_000)
     parser.add_argument("--out", default="generalization")
+    parser.add_argument("--merge", nargs="+", metavar="FILE", help="combine earlier results files instead of training")
+    parser.add_argument("--note", help="with --merge: what the merged result is made of")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out, args.note)
     torch.set_num_threads(1)
     chosen = [p for p in processes() if args.processes is None or p.name in args.processes]
     fraction = TrainConfig().validation_fraction
@@ -90,28 +95,54 @@ def main() -> int:
                           f"({base.name}) truth {true_nll:.3f} H {entropy:.3f}; x{row['ratio_baseline']:.3f} of the "
                           f"baseline, x{row['ratio_entropy']:.3f} of H; hit@3 {mine['hit3']:.3f}/{theirs['hit3']:.3f}"
                           f"/{true_hit3:.3f}; {wall:.1f} s", flush=True)
-                mine_rows = [r for r in rows if r["process"] == proc.name and r["size"] == size]
-                summary[f"{proc.name}/{size}"] = {
-                    "nll_model": median(r["model"]["nll"] for r in mine_rows),
-                    "nll_baseline": median(r["baseline_figures"]["nll"] for r in mine_rows),
-                    "nll_truth": true_nll, "entropy": entropy,
-                    "ratio_baseline_median": median(r["ratio_baseline"] for r in mine_rows),
-                    "ratio_baseline_max": max(r["ratio_baseline"] for r in mine_rows),
-                    "ratio_entropy_median": median(r["ratio_entropy"] for r in mine_rows),
-                    "hit1": [median(r["model"]["hit1"] for r in mine_rows),
-                             median(r["baseline_figures"]["hit1"] for r in mine_rows), true_hit1],
-                    "hit3": [median(r["model"]["hit3"] for r in mine_rows),
-                             median(r["baseline_figures"]["hit3"] for r in mine_rows), true_hit3],
-                    "keystroke_savings": [median(r["model"]["keystroke_savings"] for r in mine_rows),
-                                          median(r["baseline_figures"]["keystroke_savings"] for r in mine_rows)],
-                    "wall_s_median": median(r["wall_s"] for r in mine_rows),
-                    "wall_s_max": max(r["wall_s"] for r in mine_rows),
-                }
-    targets = judge(summary, args.sizes)
+                summary[f"{proc.name}/{size}"] = summarize([r for r in rows if r["process"] == proc.name
+                                                            and r["size"] == size])
+    return report(rows, summary, args.sizes, args.out)
+
+
+def report(rows: list[dict], summary: dict, sizes: list[int], out: str, note: str | None = None) -> int:
+    targets = judge(summary, sizes)
     for line in targets["lines"]:
         print(line)
-    print("written to", write(args.out, {"rows": rows, "summary": summary, "targets": targets}))
+    extra = {} if note is None else {"note": note}
+    print("written to", write(out, {**extra, "rows": rows, "summary": summary, "targets": targets}))
     return 0 if targets["met"] else 1
+
+
+def summarize(mine_rows: list[dict]) -> dict:
+    """One process at one size, over its seeds."""
+    first = mine_rows[0]
+    return {
+        "nll_model": median(r["model"]["nll"] for r in mine_rows),
+        "nll_baseline": median(r["baseline_figures"]["nll"] for r in mine_rows),
+        "nll_truth": first["true_nll"], "entropy": first["entropy"],
+        "ratio_baseline_median": median(r["ratio_baseline"] for r in mine_rows),
+        "ratio_baseline_max": max(r["ratio_baseline"] for r in mine_rows),
+        "ratio_entropy_median": median(r["ratio_entropy"] for r in mine_rows),
+        "hit1": [median(r["model"]["hit1"] for r in mine_rows),
+                 median(r["baseline_figures"]["hit1"] for r in mine_rows), first["true_hit1"]],
+        "hit3": [median(r["model"]["hit3"] for r in mine_rows),
+                 median(r["baseline_figures"]["hit3"] for r in mine_rows), first["true_hit3"]],
+        "keystroke_savings": [median(r["model"]["keystroke_savings"] for r in mine_rows),
+                              median(r["baseline_figures"]["keystroke_savings"] for r in mine_rows)],
+        "wall_s_median": median(r["wall_s"] for r in mine_rows),
+        "wall_s_max": max(r["wall_s"] for r in mine_rows),
+    }
+
+
+def merge(paths: list[str], out: str, note: str | None) -> int:
+    """Partial runs (a few processes or sizes each) as one result: a later file's rows replace an earlier's for
+    the same process, size and seed; summaries and targets are computed again from the rows."""
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            rows[row["process"], row["size"], row["seed"]] = row
+    merged = sorted(rows.values(), key=lambda r: ([p.name for p in processes()].index(r["process"]), r["size"],
+                                                  r["seed"]))
+    groups = dict.fromkeys((r["process"], r["size"]) for r in merged)
+    summary = {f"{name}/{size}": summarize([r for r in merged if (r["process"], r["size"]) == (name, size)])
+               for name, size in groups}
+    return report(merged, summary, sorted({size for _, size in groups}), out, note)
 
 
 def judge(summary: dict, sizes: list[int]) -> dict:
