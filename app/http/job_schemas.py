@@ -19,7 +19,7 @@ from pydantic import (
     field_validator,
 )
 
-from model.config import ModelConfig, Recipe, TrainConfig
+from model.config import SAMPLED_WIDTHS, ModelConfig, Recipe, TrainConfig
 from model.jobspec import (
     ATTEMPTS,
     DATASET_KINDS,
@@ -84,18 +84,23 @@ def _dataset_kind(data: Any) -> str | None:
 Dataset = Annotated[Annotated[Corpus, Tag("corpus")] | Annotated[RandomData, Tag("random")],
                     Discriminator(_dataset_kind, custom_error_type="dataset_kind", custom_error_message=DATASET_KINDS)]
 MODEL = ModelConfig()  # the defaults a field left out takes
+# What model.config.sampled_defaults gives a sampled corpus under the default recipe, as the descriptions say it.
+_WIDE = {name: value for name, value in zip(("least", "embedding_dim", "hidden_dim", "learning_rate", "batch_size"),
+                                            SAMPLED_WIDTHS[0], strict=True)}
+
+
+def _sampled(field: str, otherwise: object) -> str:
+    return (f"left out: {otherwise}, or {_WIDE[field]} for a sampled corpus of {_WIDE['least']} or more distinct "
+            "sequences under the default recipe")
 
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     attention: StrictBool = MODEL.attention
-    # Left out (or null): the width model.config.sampled_defaults gives the corpus, as the descriptions say.
     embedding_dim: StrictInt | None = Field(None, **MODEL_LIMITS["embedding_dim"].as_field(),
-                                            description=f"left out: {MODEL.embedding_dim}, or 32 for a sampled corpus "
-                                                        "of 800 or more distinct sequences under the default recipe")
+                                            description=_sampled("embedding_dim", MODEL.embedding_dim))
     hidden_dim: StrictInt | None = Field(None, **MODEL_LIMITS["hidden_dim"].as_field(),
-                                         description=f"left out: {MODEL.hidden_dim}, or 128 for a sampled corpus of "
-                                                     "800 or more distinct sequences under the default recipe")
+                                         description=_sampled("hidden_dim", MODEL.hidden_dim))
     vocab_size: StrictInt = Field(MODEL.vocab_size, **MODEL_LIMITS["vocab_size"].as_field())
     seq_length: StrictInt = Field(MODEL.seq_length, **MODEL_LIMITS["seq_length"].as_field())
 
@@ -108,11 +113,9 @@ class TrainingSpec(BaseModel):
                                                            "probabilities and fast training; 'seed': the seed's recipe")
     steps: StrictInt | None = Field(None, **TRAINING_LIMITS["steps"].as_field())
     batch_size: StrictInt | None = Field(None, **TRAINING_LIMITS["batch_size"].as_field(),
-                                         description="left out: the recipe's, or 128 for a sampled corpus of 800 or "
-                                                     "more distinct sequences under the default recipe")
+                                         description=_sampled("batch_size", "the recipe's"))
     learning_rate: float | None = Field(None, **TRAINING_LIMITS["learning_rate"].as_field(),
-                                        description="left out: the recipe's, or 0.01 for a sampled corpus of 800 or "
-                                                    "more distinct sequences under the default recipe")
+                                        description=_sampled("learning_rate", "the recipe's"))
     teacher_forcing_ratio: float | None = Field(None, **TRAINING_LIMITS["teacher_forcing_ratio"].as_field(),
                                                 description="1.0 learns a corpus's frequencies best")
     lr_decay: float | None = Field(None, **TRAINING_LIMITS["lr_decay"].as_field(),
