@@ -44,7 +44,7 @@ log = logging.getLogger("seq2seq")
 RUNNER_LOCK = "job-runner.lock"
 RUNNER_RETRY_S = 5.0
 DATABASE_DOWN = (sa.exc.DBAPIError, OSError)  # what an unreachable or stopped database raises
-FIRST = ("/predict", "/v2/models/{name}/infer", "/topk")  # matched first: the single-prefix inference routes
+FIRST = {path: i for i, path in enumerate(("/predict", "/v2/models/{name}/infer", "/topk"))}  # matched first, in order
 
 
 def try_lock(path: Path) -> int | None:
@@ -165,8 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ours = [route for router in (inference.router, oip.infer_router, feedback.router, feedback.manage, models.router,
                                  aliases.router, rollouts.router, learning.router, jobs.router, health.router,
                                  oip.router, pages.router) for route in router.routes]
-    ours.sort(key=lambda route: FIRST.index(getattr(route, "path", "")) if getattr(route, "path", "") in FIRST
-              else len(FIRST))  # a stable sort: the rest keep their order
+    ours.sort(key=lambda route: FIRST.get(getattr(route, "path", ""), len(FIRST)))  # stable: the rest keep order
     app.router.routes[:0] = ours
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     api_key = resolve_key(settings.api_key, settings.auth, settings.data_dir)

@@ -19,7 +19,7 @@ from pydantic import (
     field_validator,
 )
 
-from model.config import SAMPLED_WIDTHS, ModelConfig, Recipe, TrainConfig
+from model.config import SAMPLED_WIDTHS, ModelConfig, Recipe, TrainConfig, sampled_defaults
 from model.jobspec import (
     ATTEMPTS,
     DATASET_KINDS,
@@ -85,12 +85,12 @@ Dataset = Annotated[Annotated[Corpus, Tag("corpus")] | Annotated[RandomData, Tag
                     Discriminator(_dataset_kind, custom_error_type="dataset_kind", custom_error_message=DATASET_KINDS)]
 MODEL = ModelConfig()  # the defaults a field left out takes
 # What model.config.sampled_defaults gives a sampled corpus under the default recipe, as the descriptions say it.
-_WIDE = {name: value for name, value in zip(("least", "embedding_dim", "hidden_dim", "learning_rate", "batch_size"),
-                                            SAMPLED_WIDTHS[0], strict=True)}
+_LEAST = SAMPLED_WIDTHS[0][0]
+_WIDE = {name: value for fields in sampled_defaults(_LEAST) for name, value in fields.items()}
 
 
 def _sampled(field: str, otherwise: object) -> str:
-    return (f"left out: {otherwise}, or {_WIDE[field]} for a sampled corpus of {_WIDE['least']} or more distinct "
+    return (f"left out: {otherwise}, or {_WIDE[field]} for a sampled corpus of {_LEAST} or more distinct "
             "sequences under the default recipe")
 
 
