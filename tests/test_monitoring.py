@@ -303,9 +303,17 @@ def test_a_serving_instance_that_trains_exports_its_runners_figures_in_its_own_m
         done = poll(lambda: (j := c.get(f"/jobs/{job['id']}").json())["status"] in ("succeeded", "failed") and j,
                     120, 0.2, "the job to end")
         assert done["status"] == "succeeded", done
-        text = c.get("/metrics").text
-    figures = samples(text)
-    assert figures[("seq2seq_worker_jobs_finished_total", frozenset({("outcome", "succeeded")}))] == 1
+        # The runner counts the job once the commit that made it succeeded has returned to it, a moment after a
+        # reader can see the status.
+        succeeded = ("seq2seq_worker_jobs_finished_total", frozenset({("outcome", "succeeded")}))
+
+        def counted() -> tuple[str, dict] | None:
+            text = c.get("/metrics").text
+            figures = samples(text)
+            return (text, figures) if figures.get(succeeded) == 1 else None
+
+        text, figures = poll(counted, 10, 0.1, "the succeeded job to be counted")
+    assert figures[succeeded] == 1
     assert figures[("seq2seq_worker_jobs_finished_total", frozenset({("outcome", "failed")}))] == 0
     assert figures[("seq2seq_worker_steps_total", frozenset())] == done["progress"]["step"] > 0
     assert figures[("seq2seq_worker_jobs_running", frozenset())] == 0
