@@ -35,6 +35,7 @@ from .inference.engine import Engine
 from .jobs import JobService, build_runner
 from .learning import Learning
 from .metrics import Metrics, WorkerMetrics
+from .offload import hand_back_promptly
 from .registry import Registry
 from .rollouts.service import Rollouts
 from .security import ManagedRoutes, resolve_key
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # cyclic collector's full passes, which otherwise stall every request for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        hand_back_promptly()
         yield
         for task in background:
             task.cancel()

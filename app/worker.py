@@ -21,6 +21,7 @@ from . import device as devices
 from . import storage
 from .jobs import build_runner
 from .metrics import WorkerMetrics
+from .offload import hand_back_promptly
 from .settings import get_settings
 
 log = logging.getLogger("seq2seq.worker")
@@ -28,6 +29,7 @@ log = logging.getLogger("seq2seq.worker")
 
 async def run() -> None:
     settings = get_settings()
+    hand_back_promptly()
     store = storage.open_storage(settings.db_url, migrate_mode=settings.migrate, legacy_data_dir=None,
                                  timeouts=settings.db_timeouts, migrate_lock_timeout_s=settings.migrate_lock_timeout_s)
     device = devices.resolve(settings.device)

@@ -25,8 +25,7 @@ def parse(text: str) -> datetime:
 def db_now(conn: Connection) -> datetime:
     if conn.dialect.name == "postgresql":
         return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().astimezone(UTC)
-    text = conn.execute(sa.text("SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now')")).scalar_one()
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return datetime.now(UTC)  # SQLite: this machine's clock, which is what strftime('now') would read, unqueried
 
 
 def after(now: datetime, seconds: float) -> str:

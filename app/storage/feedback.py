@@ -22,7 +22,6 @@ from .errors import NotFound
 from .schema import feedback, meta
 
 KEY_ROW = "impression_key"  # storage_meta: the impressions' signing key, hex
-CHUNK = 200  # rows per INSERT: well under SQLite's 32,766 bound variables
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +80,12 @@ class FeedbackStore:
                      "suggestions": e.suggestions, "session": e.session, "accepted": _json(e.accepted),
                      "accepted_rank": e.accepted_rank, "typed": _json(e.typed), "typed_rank": e.typed_rank,
                      "impression_at": e.impression_at, "received_at": now} for e in fresh.values()]
-            for start in range(0, len(rows), CHUNK):
-                statement = (_insert(conn).values(rows[start:start + CHUNK])
-                             .on_conflict_do_nothing(index_elements=["impression_id"])
-                             .returning(feedback.c.impression_id))
-                inserted.update(conn.execute(statement).scalars())
+            # Rows as executemany parameters, not .values(rows): one statement shape, compiled once and cached
+            # (SQLAlchemy writes the multi-row VALUES itself, "insertmanyvalues"); a .values(rows) statement was
+            # compiled anew for every group, ~0.5 ms a row of CPU next to a busy event loop.
+            statement = (_insert(conn).on_conflict_do_nothing(index_elements=["impression_id"])
+                         .returning(feedback.c.impression_id))
+            inserted.update(conn.execute(statement, rows).scalars())
         answers = []
         for event in events:  # the first of a repeated id in this list is the one recorded
             answers.append(event.impression_id in inserted)

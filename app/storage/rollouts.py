@@ -35,7 +35,6 @@ from .schema import aliases, live_counters, models, rollout_decisions, rollouts
 
 LIST_LIMIT = 100
 DECISIONS_LIMIT = 1000
-CHUNK = 200
 MAX_REASON = 500
 
 
@@ -209,11 +208,11 @@ class RolloutStore:
         if not rows:
             return
         with write(self.engine) as conn:
-            insert = postgresql.insert if is_postgres(conn) else sqlite.insert
-            for start in range(0, len(rows), CHUNK):
-                statement = insert(live_counters).values(rows[start:start + CHUNK])
-                conn.execute(statement.on_conflict_do_update(
-                    index_elements=["subject", "name"], set_={"value": live_counters.c.value + statement.excluded.value}))
+            statement = (postgresql.insert if is_postgres(conn) else sqlite.insert)(live_counters)
+            # executemany: one statement shape, compiled once (a .values(rows) statement is compiled per call)
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=["subject", "name"], set_={"value": live_counters.c.value + statement.excluded.value}),
+                rows)
 
 
 

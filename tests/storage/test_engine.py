@@ -19,7 +19,9 @@ from app.storage import (
     make_engine,
     normalize_url,
     sqlite_path,
+    transient,
 )
+from app.storage.engine import read, write
 from app.storage.filesystems import filesystem_type, refuse_network_filesystem
 
 
@@ -51,6 +53,48 @@ def test_sqlite_connections_are_configured(tmp_path, lock_s):
         assert pragma == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": busy}
     finally:
         engine.dispose()
+
+
+def test_sqlite_writers_in_one_process_queue_on_the_file_not_on_sqlites_busy_handler(tmp_path):
+    """Two engines on one file (a store's and a lane's): the second writer waits on the process's lock for that
+    file, never reaching BEGIN IMMEDIATE while the first holds it, and gives up after the lock timeout with the
+    error SQLite itself would raise; an engine on another file is not held up."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    first, second = make_engine(url), make_engine(url, Timeouts(lock_s=0.2))
+    elsewhere = make_engine(f"sqlite:///{tmp_path / 'y.db'}", Timeouts(lock_s=0.2))
+    begun: list[str] = []
+    sa.event.listen(second, "begin", lambda conn: begun.append("second"))
+    try:
+        with write(first) as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        with write(first) as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            failed: list[BaseException] = []
+            thread = threading.Thread(target=lambda: _write_or_record(second, failed))
+            thread.start()
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+            assert len(failed) == 1 and isinstance(failed[0], sa.exc.OperationalError)
+            assert "by this process's writer" in str(failed[0]) and transient(failed[0])
+            assert begun == []  # it never opened a transaction, so it never met SQLite's busy handler
+            with write(elsewhere) as other:  # another file: its own lock
+                other.exec_driver_sql("CREATE TABLE u (x INTEGER)")
+        with write(second) as conn:  # the first committed: the second writes at once
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert begun == ["second"]
+        with read(first) as conn:
+            assert conn.exec_driver_sql("SELECT x FROM t ORDER BY x").scalars().all() == [1, 2]
+    finally:
+        for engine in (first, second, elsewhere):
+            engine.dispose()
+
+
+def _write_or_record(engine: sa.engine.Engine, failed: list[BaseException]) -> None:
+    try:
+        with write(engine) as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (3)")
+    except Exception as exc:
+        failed.append(exc)
 
 
 def test_postgresql_engine_pings_before_use(postgres_url):
