@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database_down = exc
             log.error("the database cannot be reached (%s); serving the shipped weights until it can", _why(exc))
         impressions = Impressions(store.feedback, settings.impressions, settings.impression_key,
-                                  settings.impression_ttl_s)
+                                  settings.impression_ttl_s, settings.impression_mac)
         device = devices.resolve(settings.device)
         registry = Registry(store.models, settings.weights_dir, device, settings.default_model, settings.loaded_models,
                             model_loads=settings.model_loads, failure_ttl_s=settings.load_failure_ttl_s,

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .feedback.impressions import MacName
 from .storage.engine import Timeouts, default_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +133,10 @@ class Settings(BaseSettings):
                                        "by every replica")
     impression_ttl_s: float = Field(86400.0, gt=0, description="feedback on an impression older than this is refused "
                                     "(422)")
+    impression_mac: MacName = Field("blake2b", description="how new impressions are signed: blake2b (keyed BLAKE2b, "
+                                    "formats 3 and 4) or hmac-sha256 (formats 1 and 2, the only ones replicas before "
+                                    "2026-12-02 read: set it while such replicas still take feedback); every replica "
+                                    "verifies both")
     # Rollouts and live metrics (issue 16)
     live_flush_s: float = Field(1.0, gt=0, le=1.0, description="how often each serving process adds its live "
                                 "counters (requests, errors, latency, feedback per model and rollout arm) to the "

@@ -37,6 +37,12 @@ def machine() -> dict:
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def last_json_line(cmd: list[str], env: dict | None = None) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])

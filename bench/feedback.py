@@ -1,13 +1,16 @@
 """Impressions and feedback: what they cost inference, and how fast feedback is taken.
 
-1. Inference throughput with impressions on against off, in one run: two of ours (`python -m app`, one process
-   each, SEQ2SEQ_IMPRESSIONS=true and =false), loaded in turn with bench/load.py's wrk harness (2 threads,
-   --connections, a warm-up then --seconds measured, the order alternating each round) on GET /topk k=5 with a
-   session per request: distinct 3-4 digit prefixes with the cache off (every answer decoded), and start digits
-   with the cache on (every answer from the cache, where the per-request token is the largest share of the
-   work). Target: on / off >= 0.95, read as the median of the rounds' paired ratios (each round loads both
-   back to back, so a ratio within a round shares the machine's load of the moment; the ratio of the medians
-   over rounds is reported too).
+1. Inference throughput with impressions on against off, in one run: each round starts a fresh pair of ours
+   (`python -m app`, one process each, SEQ2SEQ_IMPRESSIONS=true and =false), both pinned to one CPU, and loads
+   them at the same moment, one wrk each (bench/load.py's harness: 2 threads, --connections, a warm-up then
+   --seconds measured) pinned to the other CPUs, on GET /topk k=5 with a session per request: distinct 3-4 digit
+   prefixes with the cache off (every answer decoded), and start digits with the cache on (every answer from the
+   cache, where the per-request token is the largest share of the work). Sharing one CPU, the two get equal
+   shares of it, so their req/s differ by what a request costs each, and whatever the machine does meanwhile
+   happens to both. Loading them in turn, as this did before, put seconds between the two sides of a ratio: on
+   this VM, whose speed drifts by 20-50% within seconds, two identical servers loaded in turn differed by up to
+   0.83x-1.42x a round, loaded together by 0.97x-1.01x. Target: on / off >= 0.95, the median of the rounds'
+   ratios of req/s (the ratio of CPU per request, from /proc, is reported beside it).
 2. POST /feedback at a fixed rate (open loop: each event is sent at its scheduled time whatever the earlier
    ones are doing, and its latency counts from that time, so a stall is not hidden by the generator waiting):
    --rate events/s for --feedback-seconds, --rounds rounds, on the SQLite default. Impressions are collected
@@ -21,20 +24,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
-from common import median, write
-from load import cache_counts, lua_script, ours_env, run_wrk, serving, summary
+from common import cpu_seconds, median, write
+from load import cache_counts, lua_script, ours_env, run_wrk, serving
 
 RATIO_TARGET = 0.95
 IDLE_REUSE_S = 4.0
 P99_TARGET_MS = 50.0
+SIDES = ("on", "off")
 CASES = [  # name, cache, requests
     ("topk_k5_distinct_prefixes_cache_off", False, "distinct"),
     ("topk_k5_start_digits_cache_on", True, "start"),
@@ -57,41 +64,78 @@ def topk_items(kind: str) -> list[str]:
 def throughput(args, work: Path) -> tuple[dict, bool]:
     report: dict = {}
     ok = True
+    cpus = placement()
     for name, cached, kind in CASES:
         script = lua_script("GET", "/topk", topk_items(kind))
-        runs: dict[str, list[dict]] = {"on": [], "off": []}
-        envs = {side: {**ours_env(work, f"{name}-{side}", cached), "SEQ2SEQ_JOB_WORKERS": "0",
-                       "SEQ2SEQ_IMPRESSIONS": "true" if side == "on" else "false"} for side in runs}
-        with serving(f"{name}-on", "app", work, envs["on"]) as (on_url, _), \
-                serving(f"{name}-off", "app", work, envs["off"]) as (off_url, _):
-            urls = {"on": on_url, "off": off_url}
-            probe = httpx.get(f"{on_url}/topk?start=7&k=5&session=probe").json()
-            assert "impression" in probe and "impression" not in httpx.get(f"{off_url}/topk?start=7&k=5").json()
-            hits0 = {side: cache_counts(url) for side, url in urls.items()}
-            for r in range(args.rounds):
-                for side in (("off", "on") if r % 2 == 0 else ("on", "off")):
-                    if args.warmup:
-                        run_wrk(urls[side], script, args.warmup, args.connections)
-                    runs[side].append(run_wrk(urls[side], script, args.seconds, args.connections))
-            hits1 = {side: cache_counts(url) for side, url in urls.items()}
-        on, off = summary(runs["on"]), summary(runs["off"])
-        ratio = round(on["rps_median"] / off["rps_median"], 3)
-        paired = [round(a["rps"] / b["rps"], 3) for a, b in zip(runs["on"], runs["off"])]
-        hit_ratio = {side: round((hits1[side][0] - hits0[side][0]) / max(1.0, sum(hits1[side]) - sum(hits0[side])), 3)
-                     for side in runs}
-        meets = median(paired) >= RATIO_TARGET and on["errors"] == 0 and off["errors"] == 0
+        rounds = [paired_round(args, work, f"{name}-{r}", cached, script, cpus) for r in range(args.rounds)]
+        rps = {side: [x[side]["rps"] for x in rounds] for side in SIDES}
+        cpu = {side: [x[side]["cpu_us_per_request"] for x in rounds] for side in SIDES}
+        ratio_rps = [round(x["on"]["rps"] / x["off"]["rps"], 3) for x in rounds]
+        ratio_cpu = [round(x["off"]["cpu_us_per_request"] / x["on"]["cpu_us_per_request"], 3) for x in rounds]
+        errors = sum(x[side]["errors"] for x in rounds for side in SIDES)
+        meets = median(ratio_rps) >= RATIO_TARGET and errors == 0
         ok &= meets
-        report[name] = {"cache": "on (default size)" if cached else "off (SEQ2SEQ_CACHE_SIZE=0)",
-                        "impressions_on": on, "impressions_off": off, "ratio_on_to_off": ratio,
-                        "ratio_per_round": paired, "ratio_median_of_rounds": median(paired),
-                        "cache_hit_ratio": hit_ratio, "target_ratio": RATIO_TARGET, "meets_target": meets,
-                        "runs": runs}
-        print(f"{name:38s} off {off['rps_median']:7.0f} req/s p99 {off['p99_ms_median']:6.2f} ms | on "
-              f"{on['rps_median']:7.0f} req/s p99 {on['p99_ms_median']:6.2f} ms | on/off: median of rounds "
-              f"{median(paired)} (rounds {paired}), of medians {ratio}; target {RATIO_TARGET}: "
-              f"{'PASS' if meets else 'FAIL'}",
+        report[name] = {
+            "cache": "on (default size)" if cached else "off (SEQ2SEQ_CACHE_SIZE=0)",
+            "rps_median": {side: median(rps[side]) for side in SIDES},
+            "cpu_us_per_request_median": {side: median(cpu[side]) for side in SIDES},
+            "ratio_per_round": ratio_rps, "ratio_median_of_rounds": median(ratio_rps),
+            "cpu_ratio_per_round": ratio_cpu, "cpu_ratio_median_of_rounds": median(ratio_cpu),
+            "errors": errors, "target_ratio": RATIO_TARGET, "meets_target": meets, "rounds": rounds}
+        print(f"{name:38s} off {median(rps['off']):7.0f} req/s {median(cpu['off']):5.0f} us | on {median(rps['on']):7.0f}"
+              f" req/s {median(cpu['on']):5.0f} us | on/off req/s: median {median(ratio_rps)} (rounds {ratio_rps}); "
+              f"CPU a request off/on: {median(ratio_cpu)}; target {RATIO_TARGET}: {'PASS' if meets else 'FAIL'}",
               flush=True)
     return report, ok
+
+
+def placement() -> dict[str, str | None]:
+    """Both servers on one CPU, the load generators on the rest, when the machine has two or more and taskset."""
+    count = os.cpu_count() or 1
+    if count < 2 or shutil.which("taskset") is None:
+        return {"servers": None, "load": None}
+    return {"servers": str(count - 1), "load": f"0-{count - 2}"}
+
+
+def paired_round(args, work: Path, name: str, cached: bool, script: str, cpus: dict) -> dict:
+    """A fresh pair of servers, impressions on and off, loaded at the same moment for the same seconds: whatever
+    the machine does meanwhile (a noisy neighbour, a slow minute) happens to both, and sharing one CPU they get
+    equal shares of it, so their req/s differ only by what a request costs each."""
+    envs = {side: {**ours_env(work, f"{name}-{side}", cached), "SEQ2SEQ_JOB_WORKERS": "0",
+                   "SEQ2SEQ_IMPRESSIONS": "true" if side == "on" else "false"} for side in SIDES}
+    with serving(f"{name}-on", "app", work, envs["on"], cpus["servers"]) as (on_url, on_proc), \
+            serving(f"{name}-off", "app", work, envs["off"], cpus["servers"]) as (off_url, off_proc):
+        urls, procs = {"on": on_url, "off": off_url}, {"on": on_proc, "off": off_proc}
+        probe = httpx.get(f"{on_url}/topk?start=7&k=5&session=probe").json()
+        assert "impression" in probe and "impression" not in httpx.get(f"{off_url}/topk?start=7&k=5").json()
+        if args.warmup:
+            together(urls, script, args.warmup, args.connections, cpus["load"])
+        hits0 = {side: cache_counts(url) for side, url in urls.items()}
+        cpu0 = {side: cpu_seconds(proc.pid) for side, proc in procs.items()}
+        runs = together(urls, script, args.seconds, args.connections, cpus["load"])
+        cpu1 = {side: cpu_seconds(proc.pid) for side, proc in procs.items()}
+        hits1 = {side: cache_counts(url) for side, url in urls.items()}
+    for side in SIDES:
+        runs[side]["cpu_us_per_request"] = round((cpu1[side] - cpu0[side]) / max(1, runs[side]["requests"]) * 1e6, 1)
+        hits, misses = (hits1[side][i] - hits0[side][i] for i in range(2))
+        runs[side]["cache_hit_ratio"] = round(hits / max(1.0, hits + misses), 3)
+    print(f"  {name}: on {runs['on']['rps']:.0f} req/s {runs['on']['cpu_us_per_request']} us, off "
+          f"{runs['off']['rps']:.0f} req/s {runs['off']['cpu_us_per_request']} us", flush=True)
+    return runs
+
+
+def together(urls: dict[str, str], script: str, seconds: int, connections: int, cpus: str | None) -> dict[str, dict]:
+    """wrk against every url at once, one wrk each."""
+    found: dict[str, dict] = {}
+    threads = [threading.Thread(target=lambda side=side: found.__setitem__(
+        side, run_wrk(urls[side], script, seconds, connections, cpus))) for side in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if set(found) != set(urls):
+        raise RuntimeError(f"wrk failed against {sorted(set(urls) - set(found))}")
+    return found
 
 
 def collect_events(url: str, count: int) -> list[dict]:

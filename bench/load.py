@@ -82,12 +82,17 @@ end
 """
 
 
-def run_wrk(url: str, script: str, seconds: int, connections: int) -> dict:
+def pinned(cpus: str | None) -> list[str]:
+    """A command prefix that keeps a process on the given CPUs (taskset), or none."""
+    return ["taskset", "-c", cpus] if cpus is not None else []
+
+
+def run_wrk(url: str, script: str, seconds: int, connections: int, cpus: str | None = None) -> dict:
     """One wrk run: req/s, p50 and p99, the requests, and the errors (non-2xx and socket errors, also apart)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
-        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+        out = subprocess.run([*pinned(cpus), "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
                              capture_output=True, text=True, check=True).stdout
     finally:
         os.unlink(f.name)
@@ -118,14 +123,15 @@ def cache_counts(url: str) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def serving(name: str, module: str, work: Path, extra: dict):
-    """`python -m module` on a free port with the SEQ2SEQ_* settings both sides read; yields (url, process)."""
+def serving(name: str, module: str, work: Path, extra: dict, cpus: str | None = None):
+    """`python -m module` on a free port with the SEQ2SEQ_* settings both sides read, on the given CPUs or any;
+    yields (url, process)."""
     port = free_port()
     env = {**os.environ, "SEQ2SEQ_HOST": "127.0.0.1", "SEQ2SEQ_PORT": str(port), "SEQ2SEQ_LOG_LEVEL": "warning",
            "SEQ2SEQ_WORKERS": "1", **extra}
     log = work / f"{name}.log"
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stdout=out,
+        proc = subprocess.Popen([*pinned(cpus), sys.executable, "-m", module], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

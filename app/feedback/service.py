@@ -24,7 +24,7 @@ from ..errors import InvalidInput, Unavailable
 from ..offload import Lane
 from ..storage import FeedbackEvent, FeedbackStore
 from ..storage.clock import iso
-from .impressions import Expired, Forged, Impression, Signer
+from .impressions import Expired, Forged, Impression, MacName, Signer
 
 log = logging.getLogger("seq2seq.feedback")
 DATABASE_DOWN = (sa.exc.DBAPIError, OSError)
@@ -34,12 +34,14 @@ NO_KEY = ("impressions cannot be checked yet: this replica has not reached its d
 
 
 class Impressions:
-    def __init__(self, store: FeedbackStore, enabled: bool, key: str | None, ttl_s: float):
+    def __init__(self, store: FeedbackStore, enabled: bool, key: str | None, ttl_s: float,
+                 mac: MacName = "blake2b"):
         self.store = store
         self.enabled = enabled
         self.ttl_s = ttl_s
+        self.mac: MacName = mac
         self._given = key.encode() if key else None
-        self.signer: Signer | None = Signer(self._given, ttl_s) if self._given else None
+        self.signer: Signer | None = Signer(self._given, ttl_s, mac) if self._given else None
         self.db = Lane("feedback-db", 2, 16, "the feedback database is not answering; try again shortly",
                        retry_after=2)
         self._waiting: list[tuple[Sequence[FeedbackEvent], asyncio.Future[list[bool]]]] = []
@@ -52,15 +54,16 @@ class Impressions:
         return self.enabled and self.signer is not None
 
     def mint(self, facts: bytes, session: str | None, tag: bytes | None = None) -> bytes | None:
-        if not self.enabled or self.signer is None:
+        signer = self.signer
+        if signer is None or not self.enabled:
             return None
-        return self.signer.mint(facts, session.encode() if session else None, tag=tag)
+        return signer.mint(facts, session.encode() if session else None, None, tag)
 
     # -- the key ---------------------------------------------------------------------------------------------
     def load_key(self) -> None:
         """Blocking: the database's key (created if none yet), unless one was given."""
         if self.signer is None:
-            self.signer = Signer(self.store.signing_key(), self.ttl_s)
+            self.signer = Signer(self.store.signing_key(), self.ttl_s, self.mac)
 
     async def load_key_async(self) -> Signer:
         if self.signer is None:

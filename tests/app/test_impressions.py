@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from app.feedback.impressions import MAC_BYTES, Expired, Forged, Signer, encoded_length, facts, rollout_tag
+from app.feedback.impressions import MAC_BYTES, VERSIONS, Expired, Forged, Signer, encoded_length, facts, rollout_tag
 
 KEY = b"k" * 32
 SUGGESTIONS = [[7, 2, 8, 4, 3], [7, 6, 5, 2, 8], [7, 9, 1, 2, 4]]
@@ -30,8 +30,9 @@ def test_two_tokens_for_the_same_answer_are_two_impressions():
     assert a.id != b.id and a.session is None
 
 
-def test_any_flipped_bit_or_another_key_is_refused():
-    signer = Signer(KEY, ttl_s=60)
+@pytest.mark.parametrize("mac", sorted(VERSIONS))
+def test_any_flipped_bit_or_another_key_is_refused(mac):
+    signer = Signer(KEY, ttl_s=60, mac=mac)
     raw = base64.urlsafe_b64decode(signer.mint(facts("default", [7, 2], 3, SUGGESTIONS), b"s", now=5) + b"==")
     rng = random.Random(0)
     for position in range(len(raw)):
@@ -42,8 +43,9 @@ def test_any_flipped_bit_or_another_key_is_refused():
     for junk in ("", "AA", "not base64 at all!", "A" * 1000):
         with pytest.raises(Forged):
             signer.verify(junk, now=5)
-    with pytest.raises(Forged):
-        Signer(b"o" * 32, ttl_s=60).verify(base64.urlsafe_b64encode(raw).decode(), now=5)
+    for other in VERSIONS:
+        with pytest.raises(Forged):
+            Signer(b"o" * 32, ttl_s=60, mac=other).verify(base64.urlsafe_b64encode(raw).decode(), now=5)
 
 
 def test_a_token_expires_after_the_ttl():
@@ -70,5 +72,20 @@ def test_a_token_minted_under_a_rollout_names_it_and_its_length_is_known():
     assert len(token) == encoded_length("alt", 2, 3, len(b"user-1"), len(tag))
     seen = signer.verify(token)
     assert (seen.rollout, seen.model, seen.session) == (("r-20260101-120000-abcdef", 2, "candidate"), "alt", "user-1")
-    plain = signer.verify(signer.mint(facts("alt", [7], 3, SUGGESTIONS), None).decode())
-    assert plain.rollout is None and base64.urlsafe_b64decode(token + "==")[0] == 2  # outside a rollout: format 1
+    plain = signer.mint(facts("alt", [7], 3, SUGGESTIONS), None).decode()
+    assert signer.verify(plain).rollout is None
+    assert [base64.urlsafe_b64decode(t + "==")[0] for t in (plain, token)] == list(VERSIONS["blake2b"])
+
+
+@pytest.mark.parametrize("minted_with", sorted(VERSIONS))
+def test_every_replica_reads_both_formats_whichever_it_mints(minted_with):
+    """A rolling upgrade: feedback on an impression reaches a replica that mints the other format (HMAC-SHA256,
+    formats 1 and 2, is what replicas before keyed BLAKE2b mint and read)."""
+    minter = Signer(KEY, 60, mac=minted_with)
+    tag = rollout_tag("r-1", 1, "control")
+    tokens = [minter.mint(facts("alt", [7], 3, SUGGESTIONS), b"u", now=10, tag=t).decode() for t in (None, tag)]
+    assert [base64.urlsafe_b64decode(t + "==")[0] for t in tokens] == list(VERSIONS[minted_with])
+    for reader in VERSIONS:
+        seen = [Signer(KEY, 60, mac=reader).verify(t, now=10) for t in tokens]
+        assert [(s.model, s.session, s.rollout) for s in seen] == [("alt", "u", None), ("alt", "u", ("r-1", 1, "control"))]
+        assert [s.rank_of(SUGGESTIONS[1]) for s in seen] == [2, 2]
