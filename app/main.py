@@ -11,6 +11,7 @@ import fcntl
 import gc
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -139,8 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # cyclic collector's full passes, which otherwise stall every request for tens of milliseconds.
         gc.collect()
         gc.freeze()
-        hand_back_promptly()
+        switch_interval = hand_back_promptly()
         yield
+        sys.setswitchinterval(switch_interval)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -77,6 +77,7 @@ def throughput(args, work: Path) -> tuple[dict, bool]:
         ok &= meets
         report[name] = {
             "cache": "on (default size)" if cached else "off (SEQ2SEQ_CACHE_SIZE=0)",
+            "cpus": cpus if cpus["servers"] is not None else "not pinned (fewer than 2 CPUs or no taskset)",
             "rps_median": {side: median(rps[side]) for side in SIDES},
             "cpu_us_per_request_median": {side: median(cpu[side]) for side in SIDES},
             "ratio_per_round": ratio_rps, "ratio_median_of_rounds": median(ratio_rps),
@@ -90,11 +91,12 @@ def throughput(args, work: Path) -> tuple[dict, bool]:
 
 
 def placement() -> dict[str, str | None]:
-    """Both servers on one CPU, the load generators on the rest, when the machine has two or more and taskset."""
-    count = os.cpu_count() or 1
-    if count < 2 or shutil.which("taskset") is None:
+    """Both servers on one CPU, the load generators on the others this process may use, when there are two or
+    more and taskset; otherwise nowhere in particular (the report says which)."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2 or shutil.which("taskset") is None:
         return {"servers": None, "load": None}
-    return {"servers": str(count - 1), "load": f"0-{count - 2}"}
+    return {"servers": str(usable[-1]), "load": ",".join(map(str, usable[:-1]))}
 
 
 def paired_round(args, work: Path, name: str, cached: bool, script: str, cpus: dict) -> dict:

@@ -3,9 +3,9 @@ model suggested what, for which prefix and session, without writing anything whi
 
 A token is base64url (unpadded) of a small binary payload and a MAC:
 
-    version (1) | issued, Unix seconds (4) | nonce (8) | session length (1) | session
+    version (1) | issued, Unix seconds (4) | nonce (4) | session length (1) | session
     | facts: model length (1) | model | k (1) | prefix length (1) | prefix (2 bytes a token)
-             | suggestions (1) | an 8-byte digest per suggestion, best first
+             | suggestions (1) | a 4-byte digest per suggestion, best first
     | MAC of all the above (12 bytes)
 
 Version 2, minted for answers served under a rollout, adds after the session: tag length (1) | rollout id | step (1)
@@ -18,7 +18,7 @@ rolling upgrade while replicas from before formats 3 and 4 still take feedback.
 
 The facts depend only on the cached answer, so they are built once when the answer is decoded and kept beside
 it; a request adds the time, a nonce (two users who ask the same thing in the same second get two
-impressions) and its session, then one HMAC on a precomputed key. A digest per suggestion lets feedback check
+impressions) and its session, then one MAC on a precomputed key. A digest per suggestion lets feedback check
 that `accepted` was among them and find its rank, with k short digests rather than k sequences. The id of an
 impression, its unique key in the feedback table, is its MAC in hex.
 """

@@ -8,7 +8,7 @@ its deadline gets 503 with the reason.
 
 Every top-k answer carries an impression (app.feedback.impressions) when the service mints them: the cache keeps
 the body and the facts the token states, and each request splices its own token (its time, nonce and session)
-into the cached body, so impressions cost one HMAC and no database write.
+into the cached body, so impressions cost one MAC and no database write.
 """
 from __future__ import annotations
 

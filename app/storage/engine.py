@@ -7,7 +7,8 @@ PostgreSQL: row locks and advisory locks taken by the stores), `read()` sees one
 Every wait is bounded (`Timeouts`): after a PostgreSQL failover a pooled connection to the old primary is
 found dead by TCP keepalives and tcp_user_timeout within seconds instead of the kernel's ~15 minutes of
 retransmissions, a statement or lock wait that outlives its timeout is cancelled by the server, and the
-pool recycles connections every half hour. SQLite waits for another writer at most the lock timeout.
+pool recycles connections every half hour. A SQLite writer waits at most the lock timeout for another writer of
+its process, then at most as long again for one of another process.
 
 SQLite writers in one process queue on a lock per database file before BEGIN IMMEDIATE. Without it, a writer
 that finds another connection of the same process mid-transaction (the live counters' flush, a feedback group,
@@ -176,24 +177,28 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed on success, rolled back on any exception."""
+    with queued_writer(engine), engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def queued_writer(engine: Engine, timeout_s: float | None = None) -> Iterator[None]:
+    """Held around a SQLite write transaction: this process's lock for the engine's file, waited for at most
+    timeout_s (None: the engine's lock timeout); nothing for PostgreSQL."""
     writer = _WRITERS.get(engine)
     if writer is None:
-        with engine.connect() as conn:
-            if engine.dialect.name == "sqlite":
-                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+        yield
         return
-    lock, timeout_s = writer
-    if not lock.acquire(timeout=timeout_s):
+    lock, lock_s = writer
+    if not lock.acquire(timeout=lock_s if timeout_s is None else timeout_s):
         # What SQLite itself raises when its busy timeout runs out, so callers treat both alike (errors.transient).
         raise sa.exc.OperationalError("BEGIN IMMEDIATE", None,
                                       sqlite3.OperationalError("database is locked (by this process's writer)"))
     try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+        yield
     finally:
         lock.release()
 

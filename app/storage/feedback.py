@@ -73,6 +73,8 @@ class FeedbackStore:
         fresh: dict[str, FeedbackEvent] = {}
         for event in events:
             fresh.setdefault(event.impression_id, event)
+        if not fresh:
+            return []
         inserted: set[str] = set()
         with write(self.engine) as conn:
             now = clock.iso(clock.db_now(conn))

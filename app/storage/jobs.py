@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from . import clock
 from .aliases import PRODUCTION, running_rollout
 from .checkpoints import verify_checkpoint
-from .engine import is_postgres, read, write
+from .engine import is_postgres, queued_writer, read, write
 from .errors import Conflict, NotFound, QueueFull, QuotaFull, StorageError
 from .models import Verifier, activate_in, insert_trained, lock_pointer, verified
 from .rows import Info
@@ -165,12 +165,12 @@ def _write_waiting(engine: Engine, lock_wait_s: float | None) -> Iterator[Connec
         with write(engine) as conn:
             yield conn
         return
-    with engine.connect() as conn:
-        if engine.dialect.name != "sqlite":
-            with conn.begin():
-                conn.execute(sa.text(f"SET LOCAL lock_timeout = '{max(1, int(lock_wait_s * 1000))}ms'"))
-                yield conn
-            return
+    if engine.dialect.name != "sqlite":
+        with engine.connect() as conn, conn.begin():
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{max(1, int(lock_wait_s * 1000))}ms'"))
+            yield conn
+        return
+    with queued_writer(engine, lock_wait_s), engine.connect() as conn:  # the process's queue first, then SQLite's
         raw = conn.connection.driver_connection  # outside a transaction: PRAGMA busy_timeout is per connection
         if raw is None:
             raise StorageError("the SQLite connection is closed")

@@ -37,11 +37,12 @@ def test_nulls_round_trip(storage):
 
 def test_a_list_is_one_transaction_answering_per_event_repeats_included(storage):
     storage.feedback.record([event("old")])
-    ids = [f"e{i}" for i in range(450)]  # more than one INSERT's chunk
+    ids = [f"e{i}" for i in range(1450)]  # more rows than SQLAlchemy puts in one INSERT (1,000)
     answers = storage.feedback.record([event(i) for i in ids[:300]] + [event("old"), event("e1")]
                                       + [event(i) for i in ids[300:]])
-    assert answers == [True] * 300 + [False, False] + [True] * 150
-    assert storage.feedback.count() == 451 and storage.feedback.count("default") == 451
+    assert answers == [True] * 300 + [False, False] + [True] * 1150
+    assert storage.feedback.count() == 1451 and storage.feedback.count("default") == 1451
+    assert storage.feedback.record([]) == []
     assert storage.feedback.count("other") == 0
 
 
