@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import traceback
+
+import pytest
 
 from app.storage import ActiveWatcher, NewJob, open_storage
 from app.storage.watcher import APPLICATION_NAME
@@ -93,6 +97,20 @@ def listening_backends(url: str) -> list[int]:
     return [pid for (pid,) in rows]
 
 
+def where(watcher: ActiveWatcher) -> str:
+    thread = watcher._thread
+    frame = sys._current_frames().get(thread.ident) if thread is not None and thread.ident is not None else None
+    return "".join(traceback.format_stack(frame)) if frame is not None else "(no thread)"
+
+
+def backends(url: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 60) "
+                            "FROM pg_stat_activity WHERE datname = %s", (url.rsplit("/", 1)[1],)).fetchall()
+
+
 def test_a_listen_connection_that_stops_answering_is_replaced_within_seconds(postgres_url, checkpoints):
     """Only the LISTEN connection's backend is paused (SIGSTOP): nothing closes the socket, so nothing but the
     probe can tell. The watcher must open a new connection, and hear activations on it."""
@@ -106,8 +124,12 @@ def test_a_listen_connection_that_stops_answering_is_replaced_within_seconds(pos
     try:
         os.kill(paused[0], signal.SIGSTOP)
         # seconds once the probe gives up (2 s), but a loaded machine (the suite runs in parallel) can take longer
-        replaced = poll(lambda: [p for p in listening_backends(postgres_url) if p != paused[0]], 45,
-                        message="a new LISTEN connection")
+        try:
+            replaced = poll(lambda: [p for p in listening_backends(postgres_url) if p != paused[0]], 45,
+                            message="a new LISTEN connection")
+        except pytest.fail.Exception as exc:  # say where the watcher was, for the next one to look at this
+            raise AssertionError(f"{exc}; the watcher thread was at:\n{where(watcher)}\nbackends: "
+                                 f"{backends(postgres_url)}") from None
         assert len(replaced) == 1
         storage.models.activate("m-0")
         poll(lambda: seen.events == [("m-0", 1)], 15, message="an activation heard on the new connection")
