@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -39,6 +39,7 @@ POSTGRES_FALLBACK_POLL_S = 5.0
 RECONNECT_S = 0.5
 PROBE_S = 5.0
 PROBE_TIMEOUT_S = 2.0
+T = TypeVar("T")
 APPLICATION_NAME = "seq2seq-watcher"  # how pg_stat_activity names the LISTEN connection
 # libpq's TCP settings for the LISTEN connection: a peer that vanished is noticed in about 10 s even when idle.
 KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
@@ -141,7 +142,9 @@ class ActiveWatcher:
         every = min(self.poll_s, self.probe_s)
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=5, application_name=APPLICATION_NAME,
                              **KEEPALIVES) as conn:
-            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            # Under the probe's watchdog too: a backend that stops answering right after the connection opens
+            # (found by the paused-backend test, which paused it before LISTEN) held the watcher here for good.
+            _guarded(conn, lambda: conn.execute(f"LISTEN {NOTIFY_CHANNEL}"))
             self._check(self._probe(conn))  # after LISTEN: an activation between the last read and now is not missed
             next_poll = time.monotonic() + every
             while not self._stop.is_set():
@@ -151,17 +154,22 @@ class ActiveWatcher:
                     next_poll = time.monotonic() + every
 
     def _probe(self, conn) -> tuple[str | None, int, int]:
-        """Read the pointer over the LISTEN connection itself; past PROBE_TIMEOUT_S its socket is shut, which
-        fails the read, and _run opens a new connection."""
-        watchdog = threading.Timer(PROBE_TIMEOUT_S, _shut, (conn.fileno(),))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            row = conn.execute(f"SELECT model_id, version, aliases_version FROM {active_model.name} "
-                               "WHERE id = 1").fetchone()
-        finally:
-            watchdog.cancel()
+        """Read the pointer over the LISTEN connection itself (_guarded: one that stops answering is replaced)."""
+        row = _guarded(conn, lambda: conn.execute(f"SELECT model_id, version, aliases_version FROM {active_model.name} "
+                                                  "WHERE id = 1").fetchone())
         return row[0], row[1], row[2]
+
+
+def _guarded(conn, statement: Callable[[], T]) -> T:
+    """Run a statement on the LISTEN connection; past PROBE_TIMEOUT_S its socket is shut, which fails the
+    statement, and _run opens a new connection."""
+    watchdog = threading.Timer(PROBE_TIMEOUT_S, _shut, (conn.fileno(),))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return statement()
+    finally:
+        watchdog.cancel()
 
 
 def _shut(fd: int) -> None:

@@ -137,3 +137,41 @@ def test_a_listen_connection_that_stops_answering_is_replaced_within_seconds(pos
         os.kill(paused[0], signal.SIGCONT)
         watcher.stop()
         storage.close()
+
+
+def test_a_backend_that_stops_answering_before_listen_is_replaced(postgres_url, checkpoints, monkeypatch):
+    """The same pause, at the moment the watcher's connection opens and before its LISTEN: the paused-backend test
+    above once paused the backend there by chance, and the watcher waited on LISTEN for good. The connection is
+    real; only the moment of the pause is chosen."""
+    import psycopg
+
+    storage = open_storage(postgres_url)
+    register(storage, "m-0", checkpoints[0])
+    real_connect = psycopg.connect
+    paused: list[int] = []
+
+    def connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        if not paused and kwargs.get("application_name") == APPLICATION_NAME:
+            paused.append(conn.info.backend_pid)
+            os.kill(paused[0], signal.SIGSTOP)
+        return conn
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    seen = Seen()
+    watcher = ActiveWatcher(postgres_url, seen, poll_s=3600, probe_s=0.5)
+    watcher.start()
+    try:
+        poll(lambda: paused, 10, message="the watcher's first connection")
+        try:
+            poll(lambda: [p for p in listening_backends(postgres_url) if p != paused[0]], 45,
+                 message="a new LISTEN connection")
+        except pytest.fail.Exception as exc:
+            raise AssertionError(f"{exc}; the watcher thread was at:\n{where(watcher)}") from None
+        storage.models.activate("m-0")
+        poll(lambda: seen.events == [("m-0", 1)], 15, message="an activation heard on the new connection")
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+        watcher.stop()
+        storage.close()
