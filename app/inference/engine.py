@@ -144,7 +144,7 @@ class Engine:
     def _impressed(self, answer: Answer, session: str | None, tag: bytes | None = None) -> bytes:
         """The body with this request's impression, `{..., "impression": "TOKEN"}`; the cached body as it is when
         the service mints none."""
-        token = self.minter.mint(answer.facts, session, tag) if self.minter is not None else None
+        token = self.impression(answer, session, tag)
         if token is None:
             return answer.body
         return b"".join((answer.body[:-1], b',"impression":"', token, b'"}'))

@@ -97,6 +97,16 @@ def listening_backends(url: str) -> list[int]:
     return [pid for (pid,) in rows]
 
 
+def replaced_listener(url: str, paused: int, watcher: ActiveWatcher) -> list[int]:
+    """The watcher's LISTEN backends other than the paused one, once there is one; failing, where the watcher
+    thread was and what each backend was doing."""
+    # seconds once the watchdog gives up (2 s), but a loaded machine (the suite runs in parallel) can take longer
+    try:
+        return poll(lambda: [p for p in listening_backends(url) if p != paused], 45, message="a new LISTEN connection")
+    except pytest.fail.Exception as exc:
+        raise AssertionError(f"{exc}; the watcher thread was at:\n{where(watcher)}\nbackends: {backends(url)}") from None
+
+
 def where(watcher: ActiveWatcher) -> str:
     thread = watcher._thread
     frame = sys._current_frames().get(thread.ident) if thread is not None and thread.ident is not None else None
@@ -123,14 +133,7 @@ def test_a_listen_connection_that_stops_answering_is_replaced_within_seconds(pos
     assert len(paused) == 1
     try:
         os.kill(paused[0], signal.SIGSTOP)
-        # seconds once the probe gives up (2 s), but a loaded machine (the suite runs in parallel) can take longer
-        try:
-            replaced = poll(lambda: [p for p in listening_backends(postgres_url) if p != paused[0]], 45,
-                            message="a new LISTEN connection")
-        except pytest.fail.Exception as exc:  # say where the watcher was, for the next one to look at this
-            raise AssertionError(f"{exc}; the watcher thread was at:\n{where(watcher)}\nbackends: "
-                                 f"{backends(postgres_url)}") from None
-        assert len(replaced) == 1
+        assert len(replaced_listener(postgres_url, paused[0], watcher)) == 1
         storage.models.activate("m-0")
         poll(lambda: seen.events == [("m-0", 1)], 15, message="an activation heard on the new connection")
     finally:
@@ -163,11 +166,7 @@ def test_a_backend_that_stops_answering_before_listen_is_replaced(postgres_url, 
     watcher.start()
     try:
         poll(lambda: paused, 10, message="the watcher's first connection")
-        try:
-            poll(lambda: [p for p in listening_backends(postgres_url) if p != paused[0]], 45,
-                 message="a new LISTEN connection")
-        except pytest.fail.Exception as exc:
-            raise AssertionError(f"{exc}; the watcher thread was at:\n{where(watcher)}") from None
+        replaced_listener(postgres_url, paused[0], watcher)
         storage.models.activate("m-0")
         poll(lambda: seen.events == [("m-0", 1)], 15, message="an activation heard on the new connection")
     finally:
