@@ -57,6 +57,8 @@ class Impressions:
         signer = self.signer
         if signer is None or not self.enabled:
             return None
+        if tag is None:
+            return signer.plain(facts, session.encode() if session else b"")
         return signer.mint(facts, session.encode() if session else None, None, tag)
 
     # -- the key ---------------------------------------------------------------------------------------------

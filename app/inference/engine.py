@@ -119,7 +119,9 @@ class Engine:
         return answer.body
 
     async def topk(self, model_id: str | None, prefix: list[int], k: int, field: str,
-                   session: str | None = None, tag: bytes | None = None) -> bytes:
+                   session: str | None = None, tag: bytes | None = None, head: bytes = b"{") -> bytes:
+        """The answer's JSON; `head` replaces its opening brace (the route's `{"alias":...,`), so the answer, the
+        alias and the impression are joined in one copy."""
         loaded = await self.registry.resolve_async(model_id)
         check_prefix(field, prefix, loaded)
         key = TopKKey(loaded.id, tuple(prefix), k)
@@ -130,7 +132,7 @@ class Engine:
                 raise InvalidInput(field, f"top-{k} for this prefix on model {loaded.id!r} costs more than this "
                                           "service allows; ask for fewer suggestions or a longer prefix")
             answer = await self._answer(key, loaded, plan.work)
-        return self._impressed(answer, session, tag)
+        return self._impressed(answer, session, tag, head)
 
     def impression(self, answer: Answer, session: str | None, tag: bytes | None = None) -> bytes | None:
         """This request's impression of a top-k answer (tag: the rollout it was served under,
@@ -141,13 +143,14 @@ class Engine:
     def minting(self) -> bool:
         return self.minter is not None and self.minter.minting
 
-    def _impressed(self, answer: Answer, session: str | None, tag: bytes | None = None) -> bytes:
-        """The body with this request's impression, `{..., "impression": "TOKEN"}`; the cached body as it is when
-        the service mints none."""
-        token = self.impression(answer, session, tag)
+    def _impressed(self, answer: Answer, session: str | None, tag: bytes | None = None, head: bytes = b"{") -> bytes:
+        """The body with this request's impression, `{..., "impression": "TOKEN"}`, opening with `head`; the
+        cached body as it is when the service mints none."""
+        token = None if self.minter is None else self.minter.mint(answer.facts, session, tag)  # impression(), inline
+        body = answer.body
         if token is None:
-            return answer.body
-        return b"".join((answer.body[:-1], b',"impression":"', token, b'"}'))
+            return body if head == b"{" else head + body[1:]
+        return b"".join((head, body[1:-1], b',"impression":"', token, b'"}'))
 
     async def _answer(self, key: CacheKey, loaded: LoadedModel, work: int) -> Answer:
         """Decode a cache miss, once however many requests ask for it at the same moment."""

@@ -89,3 +89,27 @@ def test_every_replica_reads_both_formats_whichever_it_mints(minted_with):
         seen = [Signer(KEY, 60, mac=reader).verify(t, now=10) for t in tokens]
         assert [(s.model, s.session, s.rollout) for s in seen] == [("alt", "u", None), ("alt", "u", ("r-1", 1, "control"))]
         assert [s.rank_of(SUGGESTIONS[1]) for s in seen] == [2, 2]
+
+
+@pytest.mark.parametrize("mac", sorted(VERSIONS))
+def test_the_fast_path_mints_what_the_general_one_does(mac):
+    """Signer.plain (what every untagged top-k answer calls) against Signer.mint: same format, same facts, both
+    verified, and its length the one the answer-size bound counts."""
+    signer = Signer(KEY, 60, mac=mac)
+    for session in (b"", b"user-1", b"s" * 64):
+        fast = signer.plain(facts("alt", [7, 2], 3, SUGGESTIONS), session).decode()
+        slow = signer.mint(facts("alt", [7, 2], 3, SUGGESTIONS), session).decode()
+        assert len(fast) == len(slow) == encoded_length("alt", 2, 3, len(session))
+        seen = [signer.verify(t) for t in (fast, slow)]
+        assert [(s.model, s.prefix, s.session, s.rollout) for s in seen] == [("alt", (7, 2), session.decode() or None,
+                                                                                None)] * 2
+        assert base64.b64decode(fast)[0] == VERSIONS[mac][0] and seen[0].id != seen[1].id
+
+
+def test_tokens_minted_as_unpadded_base64url_before_are_still_read():
+    """Replicas before 2026-12-02 minted base64url without padding; feedback on those reaches replicas after."""
+    signer = Signer(KEY, 60)
+    for session in (b"", b"u", b"us"):  # every padding length
+        raw = base64.b64decode(signer.mint(facts("alt", [7], 3, SUGGESTIONS), session, now=10))
+        old = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        assert signer.verify(old, now=10).session == (session.decode() or None)

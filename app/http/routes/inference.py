@@ -148,8 +148,8 @@ async def topk(request: Request,
     given = query.get("session")
     session = session_of(request, None if given is None else check_session(given))
     served = named(request, query.get("model"), session, f"{count}:{tokens}")
-    answer = await _counted(request, served, _engine(request).topk(served.model, tokens, count, field, session,
-                                                                   served.tag))
+    answer = await counted(request, served, _engine(request).topk(served.model, tokens, count, field, session,
+                                                                  served.tag, served.head))
     request.app.state.rollouts.shadow_request(served, tokens, count)
     return answer
 
