@@ -150,9 +150,11 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         continuing = tuple(p for p in prefix_lengths if p < L) or prefix_lengths  # a copy is not a suggestion
         checker = validation.Checker(split.valid, continuing, dev)
         base = validation.baseline(split, model_config, prefix_lengths[0])  # fitted once: the teacher and the figures'
-        teacher = base if train_config.teacher_weight else None
-        # Plain maximum likelihood; smoothed towards the count baseline; and smoothed, with sequences the baseline
-        # writes besides the corpus's. The held-out part keeps the best, since which generalizes depends on the
+        teacher = validation.teacher(split, model_config, base, prefix_lengths[0]) if train_config.teacher_weight \
+            else None
+        # Plain maximum likelihood; smoothed towards the teacher (the count baseline, or the chain-and-templates
+        # mixture where it does better on the held-out part); and smoothed, with sequences the teacher writes
+        # besides the corpus's. The held-out part keeps the best, since which generalizes depends on the
         # data: a chain the network models well can lose by smoothing, noisy templates gain, a small sample gains
         # most from the written sequences and a large one least.
         history: list[dict] = []
@@ -189,12 +191,13 @@ def train(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset
         teacher = run.teacher
         held_out = validation.figures(run.model, split, base, prefix_lengths[0])
         held_out.update(best_step=run.best_step, teacher_weight=0.0 if teacher is None else train_config.teacher_weight,
+                        teacher_name=None if teacher is None else teacher.name,
                         teacher_samples=run.samples, valid_loss=run.best_loss,
                         **{f"valid_loss_{way}": r.best_loss for way, r in zip(names, tried)})
         done = sum(r.step for r in tried)
         if run.status == "completed" and small:
             clock.extend(done, run.best_step)
-            again = None if teacher is None else ngram.refit(teacher, split.train + split.valid)
+            again = None if teacher is None else validation.refit(teacher, split.train + split.valid)
             refit = _Run(model_config, train_config, dataset, dev, prefix_lengths, clock, should_stop,
                          progress_every, offset=done, history=history, teacher=again, samples=run.samples)
             refit.loop(run.best_step)

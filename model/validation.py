@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import heldout, ngram
+from . import heldout, mixture, ngram
 from .config import ModelConfig
 from .cost import known_tokens
 from .decoding import pad_prefixes
@@ -76,6 +76,24 @@ def baseline(parts: Split, config: ModelConfig, prefix_length: int = 1) -> ngram
     if not ngram.fits(config.vocab_size, config.seq_length):
         return None
     return ngram.fit_best(parts.train, parts.valid, config.vocab_size, config.seq_length, prefix_length)
+
+
+def teacher(parts: Split, config: ModelConfig, base: ngram.CountModel | None,
+            prefix_length: int = 1) -> ngram.CountModel | None:
+    """What training smooths the network towards: the chain-and-templates mixture (model/mixture.py) when it
+    beats the baseline on the held-out part, else the baseline. The baseline stays what the model's figures are
+    set against: the question is whether the network beats counting."""
+    if base is None or not mixture.fits(config.vocab_size, config.seq_length):
+        return base
+    mixed, loss = mixture.fit(parts.train, parts.valid, config.vocab_size, config.seq_length, prefix_length)
+    return mixed if loss < ngram.mean_nll(base, parts.valid, prefix_length) else base
+
+
+def refit(model: ngram.CountModel, sequences: list[list[int]]) -> ngram.CountModel:
+    """A teacher of the same kind and settings, fitted on other sequences (a small corpus's refit on all of it)."""
+    if model.settings.get("kind") == "mixture":
+        return mixture.refit(model.settings, sequences, model.vocab_size, model.seq_length)
+    return ngram.refit(model, sequences)
 
 
 def figures(model: Seq2Seq, parts: Split, base: ngram.CountModel | None, prefix_length: int = 1) -> dict:
