@@ -79,6 +79,11 @@ def test_a_large_sampled_corpus_is_smoothed_towards_its_teacher_only():
     large = train(CFG, TrainConfig(steps=100, eval_every=25, refit_below=0, seed=0), Dataset(CFG, data), device="cpu")
     assert "valid_loss_smoothed" in large.metrics and "valid_loss_plain" not in large.metrics
     assert large.metrics["teacher_weight"] == TrainConfig().teacher_weight and large.metrics["steps"] <= 100
+    parts = validation.split(data, TrainConfig().validation_fraction, 0)
+    assert parts is not None  # the teacher named is the one validation.teacher picks on the job's own split
+    base = validation.baseline(parts, CFG)
+    assert large.metrics["teacher_name"] == validation.teacher(parts, CFG, base).name
+    assert large.metrics["baseline_name"] == base.name  # the figures stay set against the n-gram baseline
     small = train(CFG, TrainConfig(steps=100, eval_every=25, seed=0), Dataset(CFG, data), device="cpu")
     assert {"valid_loss_plain", "valid_loss_smoothed", "valid_loss_written"} <= set(small.metrics)
 
