@@ -16,7 +16,7 @@ payload where HMAC runs SHA-256 twice: a mint went from 2.8 to 1.3 us, and the t
 cost a cached /topk. Every replica verifies all four; SEQ2SEQ_IMPRESSION_MAC=hmac-sha256 mints 1 and 2, for a
 rolling upgrade while replicas from before formats 3 and 4 still take feedback. Tokens were base64url without
 padding until 2026-12-02: the standard alphabet is what binascii writes in one call (the translation and the
-strip took a sixth of a mint inside the server), JSON carries it as it is, and verification reads either.
+strip took about an eighth of a mint inside the server), JSON carries it as it is, and verification reads either.
 
 The facts depend only on the cached answer, so they are built once when the answer is decoded and kept beside
 it; a request adds the time, a nonce (two users who ask the same thing in the same second get two
