@@ -8,7 +8,8 @@ training process runs), one thread, as the service trains. On 10,000 fresh sampl
   chosen on the job's own held-out part), of the true distribution on the same samples, and the true entropy;
 - hit@1 and hit@3 (the sample among the first 1 or 3 suggestions for its first digit) of each, the truth's being
   its own top 3;
-- keystroke savings of the model and the baseline; the job's wall time.
+- keystroke savings of the model and the baseline; the job's wall time, and which teacher the job trained
+  towards (the baseline or model/mixture.py's mixture; rows from before 2026-12-02 08:00 UTC do not say).
 
 Targets (defaults): model NLL at most 1.02x the baseline's at every size, and below it at 3,000 and 30,000 on
 most processes; at 30,000 within 3% of the true entropy; hit@3 at most 1 point below the baseline's; a
@@ -87,6 +88,7 @@ def main() -> int:
                     theirs = heldout.figures(base, test)
                     row = {"process": proc.name, "size": size, "seed": seed, "wall_s": round(wall, 2),
                            "steps": job["steps"], "best_step": job.get("best_step"), "baseline": base.name,
+                           "teacher": job.get("teacher_name"),
                            "model": mine, "baseline_figures": theirs, "true_nll": true_nll, "entropy": entropy,
                            "true_hit1": true_hit1, "true_hit3": true_hit3,
                            "ratio_baseline": mine["nll"] / theirs["nll"], "ratio_entropy": mine["nll"] / entropy}
