@@ -57,9 +57,8 @@ class Impressions:
         signer = self.signer
         if signer is None or not self.enabled:
             return None
-        if tag is None:
-            return signer.plain(facts, session.encode() if session else b"")
-        return signer.mint(facts, session.encode() if session else None, None, tag)
+        raw = session.encode() if session else b""
+        return signer.plain(facts, raw) if tag is None else signer.mint(facts, raw, None, tag)
 
     # -- the key ---------------------------------------------------------------------------------------------
     def load_key(self) -> None:

@@ -146,7 +146,7 @@ class Engine:
     def _impressed(self, answer: Answer, session: str | None, tag: bytes | None = None, head: bytes = b"{") -> bytes:
         """The body with this request's impression, `{..., "impression": "TOKEN"}`, opening with `head`; the
         cached body as it is when the service mints none."""
-        token = None if self.minter is None else self.minter.mint(answer.facts, session, tag)  # impression(), inline
+        token = self.impression(answer, session, tag)
         body = answer.body
         if token is None:
             return body if head == b"{" else head + body[1:]
