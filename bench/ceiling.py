@@ -7,6 +7,11 @@ SEQ2SEQ_* host, port, log level, timeouts and connection limit, access log off, 
 httptools with read deadlines and one write per answer, and uvloop when installed, as it is here), so both sides
 share the server, parser, protocol and event loop.
 
+CEILING_FRAMEWORK=fastapi serves the same answer from inside a FastAPI app instead: its default middleware stack and
+router, and one lean Starlette route (any path, GET or POST) that reads the body and returns the fixed bytes. That is
+the least a hot route kept inside the app's router can cost, before any check, middleware of ours or model work: the
+framework's floor, between the bare app and ours.
+
   CEILING_BODY='{"ok":true}' SEQ2SEQ_PORT=8001 python -m bench.ceiling
 """
 from __future__ import annotations
@@ -35,13 +40,32 @@ async def app(scope, receive, send) -> None:
                 return
 
 
+def framework_app():
+    """The fixed answer from a lean route inside a FastAPI app (the framework's floor)."""
+    from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def answer(request: Request) -> Response:
+        await request.body()
+        return Response(BODY, media_type="application/json")
+
+    floor = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    floor.router.routes.append(Route("/{rest:path}", answer, methods=["GET", "POST"]))
+    return floor
+
+
 def main() -> None:
     import uvicorn
 
     from app.__main__ import serve_options
     from app.settings import get_settings
 
-    uvicorn.run(app, **serve_options(get_settings()))
+    framework = os.environ.get("CEILING_FRAMEWORK", "none")
+    if framework not in ("none", "fastapi"):
+        raise SystemExit(f"CEILING_FRAMEWORK must be none or fastapi, got {framework!r}")
+    uvicorn.run(app if framework == "none" else framework_app(), **serve_options(get_settings()))
 
 
 if __name__ == "__main__":

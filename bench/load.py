@@ -1,11 +1,12 @@
 """Load on loopback with wrk: our /predict and /topk against the ceiling, a bare ASGI app (bench/ceiling.py)
 under the same uvicorn settings that reads each body and answers one of our own answers, byte for byte as long.
 
-The ceiling bounds what our hot path can reach on this server stack; a FastAPI do-nothing route, which this
-compared with before, no longer did (our hot path answered faster than it). Every case loads ours and the
-ceiling with the same wrk script in the same run (2 threads, --connections, a --warmup run then --seconds
-measured, the two in alternating order for --rounds rounds) and reports medians of req/s and p99 and
-ratio_to_bare_asgi, ours over the ceiling. Ours is `python -m app`, one process, the service's defaults, log
+The ceiling bounds what our hot path can reach on this server stack. Beside it, the framework's floor (the same
+answer from a lean route inside a FastAPI app, bench/ceiling.py CEILING_FRAMEWORK=fastapi) shows how much of the
+gap a hot route kept inside the app's router pays before any work of ours. Every case loads ours, the ceiling and
+the floor with the same wrk script in the same run (2 threads, --connections, a --warmup run then --seconds
+measured, the three in rotating order for --rounds rounds) and reports medians of req/s and p99,
+ratio_to_bare_asgi (ours over the ceiling), floor_ratio_to_bare_asgi and ratio_to_framework_floor. Ours is `python -m app`, one process, the service's defaults, log
 level warning: with SEQ2SEQ_CACHE_SIZE=0 for distinct 3-4 digit prefixes (the measurement with a target: at least
 0.4 of the ceiling), with the cache on for the start-digit cases (answered from the cache; reported only).
 
@@ -203,22 +204,29 @@ def run_case(case: tuple, ours_url: str, work: Path, args) -> tuple[dict, str]:
     body, sizes = sample_answer(ours_url, method, path, items)
     script = lua_script(method, path, items)
     hits0, misses0 = cache_counts(ours_url)
-    runs: dict[str, list[dict]] = {"ours": [], "bare_asgi": []}
-    with serving(f"bare-{name}", "bench.ceiling", work, {"CEILING_BODY": body}) as (bare_url, _):
-        urls = {"ours": ours_url, "bare_asgi": bare_url}
+    runs: dict[str, list[dict]] = {"ours": [], "bare_asgi": [], "framework_floor": []}
+    with serving(f"bare-{name}", "bench.ceiling", work, {"CEILING_BODY": body}) as (bare_url, _), \
+            serving(f"floor-{name}", "bench.ceiling", work, {"CEILING_BODY": body, "CEILING_FRAMEWORK": "fastapi"}) \
+            as (floor_url, _):
+        urls = {"ours": ours_url, "bare_asgi": bare_url, "framework_floor": floor_url}
+        order = list(urls)
         for r in range(args.rounds):
-            for side in (("bare_asgi", "ours") if r % 2 == 0 else ("ours", "bare_asgi")):
+            for side in order[r % 3:] + order[:r % 3]:  # each side first in turn
                 if args.warmup:
                     run_wrk(urls[side], script, args.warmup, args.connections)
                 runs[side].append(run_wrk(urls[side], script, args.seconds, args.connections))
     hits1, misses1 = cache_counts(ours_url)
     hits, misses = hits1 - hits0, misses1 - misses0
-    ours, bare = summary(runs["ours"]), summary(runs["bare_asgi"])
+    ours, bare, floor = summary(runs["ours"]), summary(runs["bare_asgi"]), summary(runs["framework_floor"])
     row = {"method": method, "path": path, "requests": kind, "distinct_requests": len(items),
            "ours_cache": "on (default size)" if cached else "off (SEQ2SEQ_CACHE_SIZE=0)", "answer_bytes": sizes,
-           "ours": ours, "bare_asgi": bare,
+           "ours": ours, "bare_asgi": bare, "framework_floor": floor,
            "ratio_to_bare_asgi": round(ours["rps_median"] / bare["rps_median"], 3),
            "ratio_to_bare_asgi_per_round": [round(o["rps"] / b["rps"], 3) for o, b in zip(runs["ours"], runs["bare_asgi"])],
+           "floor_ratio_to_bare_asgi": round(floor["rps_median"] / bare["rps_median"], 3),
+           "floor_ratio_to_bare_asgi_per_round": [round(f["rps"] / b["rps"], 3)
+                                                  for f, b in zip(runs["framework_floor"], runs["bare_asgi"])],
+           "ratio_to_framework_floor": round(ours["rps_median"] / floor["rps_median"], 3),
            "p99_ratio": round(ours["p99_ms_median"] / bare["p99_ms_median"], 3),
            "cache_hit_ratio": round(hits / max(hits + misses, 1), 3), "target_ratio": target, "runs": runs}
     if target is not None:
@@ -226,7 +234,8 @@ def run_case(case: tuple, ours_url: str, work: Path, args) -> tuple[dict, str]:
     verdict = "" if target is None else f" target {target}: {'PASS' if row['meets_target'] else 'FAIL'}"
     line = (f"{name:27s} bare ASGI {bare['rps_median']:8.0f} req/s p99 {bare['p99_ms_median']:6.2f} ms | ours "
             f"{ours['rps_median']:8.0f} req/s p99 {ours['p99_ms_median']:6.2f} ms errors {ours['errors']} | "
-            f"ratio_to_bare_asgi {row['ratio_to_bare_asgi']}{verdict} | cache hits {row['cache_hit_ratio']:.0%}")
+            f"ratio_to_bare_asgi {row['ratio_to_bare_asgi']}{verdict} | framework floor {floor['rps_median']:8.0f} "
+            f"req/s, {row['floor_ratio_to_bare_asgi']} of the bare app | cache hits {row['cache_hit_ratio']:.0%}")
     return row, line
 
 
@@ -249,8 +258,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="seq2seq-load-"))
     report = {
         "what": "wrk -t2 on 127.0.0.1: ours (python -m app, one process) against a bare ASGI app (bench/ceiling.py: "
-                "reads the body, answers a fixed copy of one of ours' answers of the median length) under the same "
-                "uvicorn settings, same script, same run, alternating; medians over rounds",
+                "reads the body, answers a fixed copy of one of ours' answers of the median length) and the "
+                "framework's floor (the same answer from one lean route inside a FastAPI app) under the same "
+                "uvicorn settings, same script, same run, rotating; medians over rounds",
         "server": {"uvicorn": "one process, access log off, log level warning, http and loop 'auto' as python -m app",
                    "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
                    "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"},
