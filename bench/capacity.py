@@ -55,10 +55,9 @@ def step_logps(model, teacher, sequences: list[list[int]]) -> tuple[torch.Tensor
 
 
 def blended_nll(net: torch.Tensor, taught: torch.Tensor, w: float) -> float:
-    parts = [x for x, share in ((net, 1 - w), (taught, w)) if share > 0]
-    shares = [share for share in (1 - w, w) if share > 0]
-    mixed = torch.logsumexp(torch.stack([x + torch.tensor(s).log() for x, s in zip(parts, shares)]), 0)
-    return float(-mixed.sum(1).mean())
+    """Mean -log of the per-step blend (1 - w) P_net + w P_teacher, summed over each sequence's steps."""
+    weight = torch.tensor(w, dtype=torch.float64)  # log(0) is -inf, which logaddexp passes over
+    return float(-torch.logaddexp(net + torch.log1p(-weight), taught + weight.log()).sum(1).mean())
 
 
 def main() -> int:

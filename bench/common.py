@@ -37,10 +37,31 @@ def machine() -> dict:
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
+def _stat(path: Path) -> list[str]:
+    """A /proc/PID/stat line's fields after the command name (which may hold spaces): state is [0], session [3]."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def _seconds(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _seconds(_stat(Path(f"/proc/{pid}/stat")))
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """cpu_seconds of every process in session `sid` (a server started with start_new_session, its children too)."""
+    total = 0.0
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = _stat(path)
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == sid:
+            total += _seconds(fields)
+    return total
 
 
 def last_json_line(cmd: list[str], env: dict | None = None) -> dict:

@@ -6,9 +6,10 @@ answer from a lean route inside a FastAPI app, bench/ceiling.py CEILING_FRAMEWOR
 gap a hot route kept inside the app's router pays before any work of ours. Every case loads ours, the ceiling and
 the floor with the same wrk script in the same run (2 threads, --connections, a --warmup run then --seconds
 measured, the three in rotating order for --rounds rounds) and reports medians of req/s and p99,
-ratio_to_bare_asgi (ours over the ceiling), floor_ratio_to_bare_asgi and ratio_to_framework_floor. Ours is `python -m app`, one process, the service's defaults, log
-level warning: with SEQ2SEQ_CACHE_SIZE=0 for distinct 3-4 digit prefixes (the measurement with a target: at least
-0.4 of the ceiling), with the cache on for the start-digit cases (answered from the cache; reported only).
+ratio_to_bare_asgi (ours over the ceiling), floor_ratio_to_bare_asgi and ratio_to_framework_floor. Ours is
+`python -m app`, one process, the service's defaults, log level warning: with SEQ2SEQ_CACHE_SIZE=0 for distinct
+3-4 digit prefixes (the measurement with a target: at least 0.4 of the ceiling), with the cache on for the
+start-digit cases (answered from the cache; reported only).
 
   python bench/load.py [--seconds 10] [--warmup 2] [--rounds 3] [--connections 32] [--cases a,b]
   python bench/load.py --profile 10     # also: py-spy on ours under each targeted case's load -> load_profile.json

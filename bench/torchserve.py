@@ -34,14 +34,13 @@ from pathlib import Path
 
 import httpx
 import torch
-from common import ROOT, median, summarize_stacks, wait_ready, write
+from common import ROOT, median, session_cpu_seconds, summarize_stacks, wait_ready, write
 from load import free_port, lua_script, requests_for
 from load import run_wrk as wrk
 
 TS_VENV = Path(os.environ.get("TS_VENV", "/tmp/ts-venv"))
 MODEL = "seq2seq"
 TARGETS = {"ours_w2": 1.3, "ours_w1": 1.4}  # throughput ratio against TorchServe; ours_w2 also p99 no worse
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CHECK_PREFIXES = [[7, 2], [1, 2, 3], [9, 9, 9, 9], [0, 5, 1], [3, 1, 4, 1], [4, 4, 0]]
 
 
@@ -85,16 +84,9 @@ class Server:
 
     def cpu(self) -> float:
         """CPU seconds of every process in the server's session (TorchServe's frontend and workers, uvicorn's
-        processes), so a run's CPU per request counts all of it; wrk is not in it."""
-        total = 0.0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            if int(fields[3]) == self.proc.pid:  # the session id: start_new_session made it the launcher's pid
-                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        return total
+        processes; start_new_session made the launcher's pid its id), so a run's CPU per request counts all of
+        it; wrk is not in it."""
+        return session_cpu_seconds(self.proc.pid)
 
     def predict(self, prefix: list[int]) -> dict:
         r = httpx.post(self.url + self.path, json={"prefix": prefix}, timeout=10)
